@@ -1,0 +1,424 @@
+/*
+ * libmlp — multilayer perceptrons in C11: create, train, run.
+ *
+ * A network is a stack of dense layers, each followed by an activation. You
+ * create one from an mlp_config, run mlp_forward on a batch, mlp_backward with
+ * a loss and targets, and mlp_step with an optimizer; mlp_predict runs a
+ * trained network. Gradients are exact (check them with mlp_gradcheck),
+ * initialisation is chosen from each layer's activation, and every error is a
+ * status: the library never prints, asserts on input, aborts or exits.
+ *
+ * Conventions
+ * - Data is float, row-major: a batch of n samples with k features is n*k
+ *   floats, sample after sample.
+ * - Every fallible function returns mlp_status (MLP_OK is 0). On any error the
+ *   objects passed in are left as they were: parameters, gradients and
+ *   optimizer state are never half-updated.
+ * - Ownership: what mlp_create returns belongs to the caller and is released
+ *   with mlp_free. Pointers the library returns into a network (mlp_params,
+ *   mlp_grads) live as long as the network. Vtables and arrays passed in
+ *   (activations, losses, layer arrays) are read during the call; activation
+ *   vtables must outlive the network that uses them.
+ * - Threads: the library has no global mutable state. Different networks may
+ *   be used from different threads freely. One network may be read by many
+ *   threads at once only through the const functions (mlp_predict,
+ *   mlp_inputs, ...); anything taking a non-const mlp * needs exclusive
+ *   access.
+ * - Memory comes from the mlp_allocator given at creation (default
+ *   malloc/free).
+ */
+#ifndef MLP_H
+#define MLP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* MLP_API marks exported symbols; the library is built with hidden
+ * visibility so nothing else leaks. MLP_STATIC is for static consumers on
+ * Windows, where dllimport would be wrong. */
+#if defined(_WIN32) && !defined(MLP_STATIC)
+#ifdef MLP_BUILDING
+#define MLP_API __declspec(dllexport)
+#else
+#define MLP_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define MLP_API __attribute__((visibility("default")))
+#else
+#define MLP_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define MLP_VERSION_MAJOR 0
+#define MLP_VERSION_MINOR 1
+#define MLP_VERSION_PATCH 0
+
+/* The version of the library actually linked, "MAJOR.MINOR.PATCH". Static
+ * string; thread-safe. Compare with the macros to detect a header/library
+ * mismatch. */
+MLP_API const char *mlp_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes (values are pinned: never renumbered)                        */
+/* ------------------------------------------------------------------------ */
+
+typedef enum mlp_status {
+    MLP_OK = 0,
+    MLP_ERR_INVALID = 1,    /* bad argument: NULL, zero or oversized shape, mismatch */
+    MLP_ERR_NOMEM = 2,      /* allocation failed; nothing changed */
+    MLP_ERR_IO = 3,         /* open/read/write/rename failed; errno kept */
+    MLP_ERR_FORMAT = 4,     /* model data corrupt, truncated, wrong version/checksum */
+    MLP_ERR_ACTIVATION = 5, /* model names an activation no resolver knows */
+    MLP_ERR_NONFINITE = 6,  /* NaN/Inf in input, target, loss or gradient; no update */
+    MLP_ERR_STATE = 7       /* call out of order, e.g. backward without forward */
+} mlp_status;
+
+/* A stable English sentence for a status; an unknown value gives
+ * "unknown status". Static string; thread-safe. */
+MLP_API const char *mlp_strerror(mlp_status status);
+
+/* ------------------------------------------------------------------------ */
+/* Limits. Each bounds what a config (or later a model file) may ask for; a  */
+/* request beyond one is refused with MLP_ERR_INVALID, never attempted.      */
+/* ------------------------------------------------------------------------ */
+
+/* Deeper than any MLP trained in practice; bounds per-layer bookkeeping. */
+#define MLP_MAX_LAYERS 1024
+/* Widest layer (or input): ~1M units; beyond that a dense layer is not small. */
+#define MLP_MAX_UNITS (1u << 20)
+/* Total weights and biases: 2^30 floats are 4 GiB, per buffer. */
+#define MLP_MAX_PARAMS ((size_t)1 << 30)
+/* Samples in one batch; batch * widest layer must also fit MLP_MAX_PARAMS. */
+#define MLP_MAX_BATCH ((size_t)1 << 24)
+
+/* ------------------------------------------------------------------------ */
+/* Allocator                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Per-network allocator (no global one). alloc returns memory aligned for
+ * any float/double use, or NULL on failure; free accepts NULL. Both get
+ * `opaque` back. If mlp_predict is called from several threads, the
+ * allocator must be thread-safe (malloc is). */
+typedef struct mlp_allocator {
+    void *(*alloc)(void *opaque, size_t size);
+    void (*free)(void *opaque, void *ptr);
+    void *opaque;
+} mlp_allocator;
+
+/* ------------------------------------------------------------------------ */
+/* Activations: the pluggable part                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Weight initialisation schemes. Weights are drawn from a zero-mean normal
+ * distribution with variance:
+ *   MLP_INIT_XAVIER  var = 2 / (fan_in + fan_out)   Glorot & Bengio 2010
+ *   MLP_INIT_HE      var = 2 / fan_in               He et al. 2015
+ * MLP_INIT_AUTO (in mlp_config) takes each layer's activation's preference;
+ * an activation with init MLP_INIT_AUTO gets Xavier. Biases start at 0,
+ * except MLP_INIT_HE layers, whose biases start at MLP_RELU_BIAS_INIT. */
+typedef enum mlp_init { MLP_INIT_AUTO = 0, MLP_INIT_XAVIER = 1, MLP_INIT_HE = 2 } mlp_init;
+
+/* Initial bias of He-initialised (ReLU-family) layers. A small positive bias
+ * keeps each unit active on more inputs at the start, so fewer units begin
+ * dead (zero output and zero gradient on every sample). On the 2-3-3-1 ReLU
+ * XOR network it lifts convergence from 40% to 81% of seeds; docs/xor.md
+ * gives the measurement. */
+#define MLP_RELU_BIAS_INIT 0.1f
+
+#define MLP_ACTIVATION_ABI 1u
+
+/* An activation as a vtable. Both functions work on a whole batch, row-major
+ * (rows samples x cols units), so row-wise activations such as softmax fit.
+ *
+ * forward:  a = f(z). Must not assume z and a alias, or that they don't.
+ * backward: grad_z = dL/dz given grad_a = dL/da. It receives BOTH the
+ *           pre-activation z and the output a: a derivative is never forced
+ *           to be recovered from the output (the classic bug: ReLU's
+ *           derivative written on the output as `a >= 0`, always true).
+ *           grad_z never aliases the inputs.
+ *
+ * A vtable with a NULL forward, NULL backward, NULL name, or an abi_version
+ * other than MLP_ACTIVATION_ABI is refused with MLP_ERR_INVALID: the library
+ * never guesses a derivative. Check a new activation with mlp_gradcheck.
+ * Functions are called from whatever thread calls the library and must be
+ * reentrant. */
+typedef struct mlp_activation mlp_activation;
+struct mlp_activation {
+    uint32_t abi_version; /* MLP_ACTIVATION_ABI: lets fields be appended later */
+    const char *name;     /* unique; will be written into model files */
+    void (*forward)(const mlp_activation *self, size_t rows, size_t cols, const float *z,
+                    float *a);
+    void (*backward)(const mlp_activation *self, size_t rows, size_t cols, const float *z,
+                     const float *a, const float *grad_a, float *grad_z);
+    int init;         /* preferred mlp_init for weights feeding this activation */
+    const void *data; /* optional constants for the implementation */
+};
+
+/* Built-in activations. All are stable for any finite z (sigmoid, softplus
+ * and friends give no inf/NaN even at |z| = 1e4).
+ *   mlp_identity    z
+ *   mlp_sigmoid     1 / (1 + e^-z)
+ *   mlp_tanh        tanh z
+ *   mlp_relu        max(z, 0); derivative 0 at z <= 0                  (He)
+ *   mlp_leaky_relu  z > 0 ? z : 0.01 z                                 (He)
+ *   mlp_elu         z > 0 ? z : e^z - 1                                (He)
+ *   mlp_softplus    log(1 + e^z)
+ *   mlp_gelu        z * Phi(z), exact (erf) form, Hendrycks & Gimpel 2016 (He)
+ *   mlp_silu        z * sigmoid(z), Elfwing et al. 2018                (He)
+ *   mlp_softmax     e^z_i / sum_j e^z_j per row, computed after subtracting
+ *                   the row max */
+MLP_API extern const mlp_activation mlp_identity;
+MLP_API extern const mlp_activation mlp_sigmoid;
+MLP_API extern const mlp_activation mlp_tanh;
+MLP_API extern const mlp_activation mlp_relu;
+MLP_API extern const mlp_activation mlp_leaky_relu;
+MLP_API extern const mlp_activation mlp_elu;
+MLP_API extern const mlp_activation mlp_softplus;
+MLP_API extern const mlp_activation mlp_gelu;
+MLP_API extern const mlp_activation mlp_silu;
+MLP_API extern const mlp_activation mlp_softmax;
+
+/* ------------------------------------------------------------------------ */
+/* Losses                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define MLP_LOSS_ABI 1u
+
+/* A loss as a vtable. Values are accumulated in double.
+ *
+ * loss:        returns the loss of outputs y against target (both rows x
+ *              cols) and, if grad_y is not NULL, writes dL/dy into it.
+ * fused_activation, loss_logits (optional, both or neither): when the
+ *              network's output activation is exactly `fused_activation`
+ *              (the same vtable object), the library calls loss_logits with
+ *              the output layer's pre-activation z instead, and it returns
+ *              the same loss and writes dL/dz. This is how sigmoid+BCE and
+ *              softmax+cross-entropy stay exact and finite for any logit.
+ * A vtable with NULL name or loss, only one of the fused pair, or an
+ * abi_version other than MLP_LOSS_ABI is refused with MLP_ERR_INVALID. */
+typedef struct mlp_loss mlp_loss;
+struct mlp_loss {
+    uint32_t abi_version; /* MLP_LOSS_ABI */
+    const char *name;
+    double (*loss)(const mlp_loss *self, size_t rows, size_t cols, const float *y,
+                   const float *target, float *grad_y);
+    const mlp_activation *fused_activation;
+    double (*loss_logits)(const mlp_loss *self, size_t rows, size_t cols, const float *z,
+                          const float *target, float *grad_z);
+    const void *data;
+};
+
+/* Built-in losses (N = rows, C = cols):
+ *   mlp_mse            mean over all N*C elements of (y - t)^2
+ *   mlp_bce            binary cross-entropy, mean over all N*C elements of
+ *                      -(t log y + (1 - t) log(1 - y)); fused with
+ *                      mlp_sigmoid (computed from logits: dL/dz = (p - t)/NC).
+ *                      Unfused, y is clamped to [1e-7, 1 - 1e-7].
+ *   mlp_cross_entropy  categorical cross-entropy, mean over rows of
+ *                      -sum_c t_c log y_c (targets one-hot or probabilities);
+ *                      fused with mlp_softmax (log-sum-exp of logits:
+ *                      dL/dz = (p * sum_c t_c - t)/N, i.e. (p - t)/N).
+ *                      Unfused, y is clamped to at least 1e-7. */
+MLP_API extern const mlp_loss mlp_mse;
+MLP_API extern const mlp_loss mlp_bce;
+MLP_API extern const mlp_loss mlp_cross_entropy;
+
+/* ------------------------------------------------------------------------ */
+/* Creating a network                                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct mlp mlp; /* opaque */
+
+/* One dense layer: `units` outputs, each followed by `activation`. */
+typedef struct mlp_layer {
+    size_t units;
+    const mlp_activation *activation;
+} mlp_layer;
+
+typedef struct mlp_config {
+    size_t inputs;                  /* features per sample, 1..MLP_MAX_UNITS */
+    size_t n_layers;                /* 1..MLP_MAX_LAYERS; the last is the output */
+    const mlp_layer *layers;        /* n_layers entries; copied by mlp_create */
+    uint64_t seed;                  /* same seed -> bit-identical initial weights */
+    int init;                       /* mlp_init; MLP_INIT_AUTO: per activation */
+    const mlp_allocator *allocator; /* copied; NULL: malloc/free */
+} mlp_config;
+
+/* Creates a network with freshly initialised parameters.
+ * Parameter layout (see mlp_params): layer after layer, each its weights W
+ * (units x fan_in, row-major: W[o][i] connects input i to unit o) then its
+ * biases b (units).
+ * On success *out owns the network; release it with mlp_free.
+ * Returns MLP_ERR_INVALID (out or cfg NULL, zero or oversized shape, a
+ * layer without activation, an activation refused as described above, an
+ * unknown init, an allocator with only one of alloc/free), MLP_ERR_NOMEM.
+ * On error *out is untouched. Thread-safe. */
+MLP_API mlp_status mlp_create(mlp **out, const mlp_config *cfg);
+
+/* Releases a network and everything it owns. mlp_free(NULL) does nothing. */
+MLP_API void mlp_free(mlp *net);
+
+/* Shape queries; 0 for a NULL net. Thread-safe on a const network. */
+MLP_API size_t mlp_inputs(const mlp *net);
+MLP_API size_t mlp_outputs(const mlp *net);
+MLP_API size_t mlp_param_count(const mlp *net);
+
+/* ------------------------------------------------------------------------ */
+/* Training                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Training forward pass over `batch` samples x (batch x inputs). Keeps what
+ * backward needs (a copy of x, every layer's z and a) inside the network, so
+ * x may be reused at once. If y is not NULL, the outputs (batch x outputs)
+ * are written there.
+ * Returns MLP_ERR_INVALID (NULL net or x, batch 0 or > MLP_MAX_BATCH),
+ * MLP_ERR_NONFINITE (x holds NaN/Inf, or the outputs overflow), MLP_ERR_NOMEM
+ * (growing the workspace for a larger batch failed). On error y is untouched
+ * and no forward is pending (a following backward is MLP_ERR_STATE);
+ * parameters, gradients and optimizer state never change. */
+MLP_API mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y);
+
+/* Backpropagates `loss` for the pending forward batch against target
+ * (batch x outputs) and ADDS dL/dparams to the gradient buffer, which
+ * mlp_step applies and clears. The loss is the batch mean (see the losses),
+ * so gradients are those of the mean. If loss_out is not NULL the loss value
+ * is stored there. Each forward allows one backward.
+ * Returns MLP_ERR_INVALID (NULL net, loss or target; refused loss vtable),
+ * MLP_ERR_STATE (no pending forward), MLP_ERR_NONFINITE (NaN/Inf in target,
+ * loss or any gradient), MLP_ERR_NOMEM. On error gradients and *loss_out are
+ * untouched and the pending forward is kept. */
+MLP_API mlp_status mlp_backward(mlp *net, const mlp_loss *loss, const float *target,
+                                float *loss_out);
+
+/* Like mlp_backward, from a caller-computed dL/dy (batch x outputs), for
+ * custom losses or chaining networks. Fused losses do not apply here: the
+ * output activation's backward is always used.
+ * Returns MLP_ERR_INVALID, MLP_ERR_STATE, MLP_ERR_NONFINITE, MLP_ERR_NOMEM
+ * as mlp_backward. */
+MLP_API mlp_status mlp_backward_grad(mlp *net, const float *grad_y);
+
+/* Clears the gradient buffer without stepping. Returns MLP_ERR_INVALID for
+ * a NULL net. */
+MLP_API mlp_status mlp_zero_grad(mlp *net);
+
+/* ------------------------------------------------------------------------ */
+/* Optimizers                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef enum mlp_optimizer_kind {
+    MLP_OPT_SGD = 0,
+    MLP_OPT_MOMENTUM = 1,
+    MLP_OPT_NESTEROV = 2,
+    MLP_OPT_RMSPROP = 3,
+    MLP_OPT_ADAM = 4,
+    MLP_OPT_ADAMW = 5
+} mlp_optimizer_kind;
+
+/* An optimizer is a plain description; its state (moments, step count)
+ * lives in the network. With g the gradient after clipping, w a parameter,
+ * lr the learning rate, wd weight_decay, t the step number from 1:
+ *   SGD       g += wd w;  w -= lr g
+ *   MOMENTUM  g += wd w;  v = mu v + g;  w -= lr v
+ *   NESTEROV  g += wd w;  v = mu v + g;  w -= lr (g + mu v)
+ *             (Sutskever et al. 2013, in PyTorch's form)
+ *   RMSPROP   g += wd w;  s = rho s + (1 - rho) g^2;  w -= lr g / (sqrt(s) + eps)
+ *             (Tieleman & Hinton 2012)
+ *   ADAM      g += wd w;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+ *             w -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+ *             (Kingma & Ba 2015, Algorithm 1)
+ *   ADAMW     w -= lr wd w (decoupled), then ADAM with no wd in g
+ *             (Loshchilov & Hutter 2019)
+ * Clipping: if clip_norm > 0 and the L2 norm of all gradients together
+ * exceeds it, every gradient is scaled by clip_norm / norm first.
+ * State starts at zero on the first step; stepping with a different kind
+ * than the previous step restarts it. */
+typedef struct mlp_optimizer {
+    mlp_optimizer_kind kind;
+    double learning_rate; /* > 0 */
+    double momentum;      /* MOMENTUM, NESTEROV: mu in [0, 1) */
+    double beta1, beta2;  /* ADAM, ADAMW: in [0, 1) */
+    double rho;           /* RMSPROP: in [0, 1) */
+    double epsilon;       /* RMSPROP, ADAM, ADAMW: > 0 */
+    double weight_decay;  /* >= 0; L2 (coupled), decoupled for ADAMW */
+    double clip_norm;     /* > 0: global gradient-norm clip; 0: off */
+} mlp_optimizer;
+
+/* Documented defaults, for each kind (PyTorch's, except RMSProp's lr):
+ *   SGD       lr 0.01
+ *   MOMENTUM  lr 0.01, momentum 0.9
+ *   NESTEROV  lr 0.01, momentum 0.9
+ *   RMSPROP   lr 0.001, rho 0.9, eps 1e-8
+ *   ADAM      lr 0.001, betas 0.9 / 0.999, eps 1e-8
+ *   ADAMW     lr 0.001, betas 0.9 / 0.999, eps 1e-8, weight_decay 0.01
+ * Every kind: no weight decay (but AdamW), no clipping. Fields a kind does
+ * not use are still set to these values. An unknown kind gives the SGD
+ * defaults with that kind, which mlp_step refuses. Thread-safe. */
+MLP_API mlp_optimizer mlp_optimizer_default(mlp_optimizer_kind kind);
+
+/* Applies the accumulated gradients with `opt`, then clears them. Ends any
+ * pending forward (its cached activations no longer match the weights).
+ * Returns MLP_ERR_INVALID (NULL argument, unknown kind, a hyperparameter
+ * out of its range or not finite), MLP_ERR_STATE (no backward since the
+ * last step or mlp_zero_grad), MLP_ERR_NOMEM (first step of a kind that
+ * needs state). On error nothing changes: no weight, gradient or moment is
+ * updated. */
+MLP_API mlp_status mlp_step(mlp *net, const mlp_optimizer *opt);
+
+/* ------------------------------------------------------------------------ */
+/* Inference                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Computes outputs y (batch x outputs) for x (batch x inputs), exactly as
+ * mlp_forward would, without touching the network: no hidden state, safe to
+ * call from many threads on one network (with a thread-safe allocator).
+ * Small batches use the stack; larger ones allocate a workspace per call.
+ * Returns MLP_ERR_INVALID (NULL argument, batch 0 or > MLP_MAX_BATCH),
+ * MLP_ERR_NONFINITE (x holds NaN/Inf; y is then untouched), MLP_ERR_NOMEM. */
+MLP_API mlp_status mlp_predict(const mlp *net, size_t batch, const float *x, float *y);
+
+/* ------------------------------------------------------------------------ */
+/* Direct access                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* The parameters (layout: see mlp_create) and the gradient buffer, each one
+ * contiguous array of mlp_param_count(net) floats, owned by the network and
+ * valid until mlp_free. Write them to set weights, run a custom optimizer,
+ * or all-reduce gradients between processes. *count receives the length if
+ * count is not NULL. NULL net gives NULL (and *count = 0). */
+MLP_API float *mlp_params(mlp *net, size_t *count);
+MLP_API float *mlp_grads(mlp *net, size_t *count);
+
+/* ------------------------------------------------------------------------ */
+/* Gradient checking                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Compares mlp_backward's gradient on this batch with central finite
+ * differences of the loss, parameter by parameter, and stores the maximum
+ * relative error in *max_rel_err:
+ *     err_i = |analytic_i - numeric_i| / max(|analytic_i|, |numeric_i|, 1e-3)
+ * (the floor keeps float rounding on near-zero gradients from counting as
+ * error). Correct activations give about 1e-3 or less; a wrong derivative
+ * typically gives 0.1 to 1. A kink (ReLU at z = 0) within the step of a
+ * pre-activation can spoil one entry, so check on a few batches.
+ * Each parameter is stepped by 1e-3 * max(1, |w|) in float, using the step
+ * actually representable. Costs two forward passes per parameter: use
+ * small networks.
+ * Leaves parameters, accumulated gradients and optimizer state exactly as
+ * they were; ends any pending forward.
+ * Returns MLP_ERR_INVALID, MLP_ERR_NONFINITE, MLP_ERR_NOMEM as mlp_forward
+ * and mlp_backward. */
+MLP_API mlp_status mlp_gradcheck(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
+                                 const float *target, double *max_rel_err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MLP_H */

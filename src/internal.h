@@ -1,0 +1,56 @@
+/* Private to libmlp: the network's layout and helpers shared by its files. */
+#ifndef MLP_INTERNAL_H
+#define MLP_INTERNAL_H
+
+#include "mlp.h"
+
+#include <stdbool.h>
+
+typedef struct mlp_dense {
+    size_t fan_in, units;
+    size_t w_offset;                  /* W: (units, fan_in) at params + w_offset */
+    size_t b_offset;                  /* b: (units) right after W */
+    size_t z_offset;                  /* z, a: (batch, units) in the forward cache */
+    const mlp_activation *activation; /* borrowed; outlives the network */
+} mlp_dense;
+
+struct mlp {
+    mlp_allocator allocator;
+    size_t inputs, n_layers, max_width;
+    mlp_dense *layers;
+
+    size_t n_params;
+    float *params; /* every W and b, layer after layer */
+    float *grads;  /* same layout, accumulated by backward */
+    float *grads_scratch; /* backward's result before it is added, lazily */
+
+    /* Optimizer state: moments in the parameters' layout, allocated by the
+     * first step of a kind that needs them. */
+    int opt_kind; /* kind of the last step; -1 before any */
+    uint64_t opt_steps;
+    float *moment1, *moment2;
+
+    /* Training cache for the pending forward: x copy (batch, inputs), then
+     * each layer's z and a (batch, units); two (batch, max_width) buffers for
+     * backward's gradients. Sized for batch_capacity samples. */
+    size_t batch_capacity, batch;
+    float *x_cache, *z_cache, *a_cache, *grad_a, *grad_z;
+    bool forward_pending;
+    bool grads_pending; /* a backward since the last step or zero_grad */
+};
+
+void *mlp_alloc(const mlp_allocator *al, size_t count, size_t size);
+void mlp_dealloc(const mlp_allocator *al, void *ptr);
+
+bool mlp_all_finite(const float *v, size_t n);
+mlp_status mlp_check_activation(const mlp_activation *act);
+mlp_status mlp_check_loss(const mlp_loss *loss);
+
+/* Loss of outputs for a finished forward of the last layer: fused on z when
+ * the loss pairs with the output activation, else on a. grad (may be NULL)
+ * receives dL/dz (fused, *fused set true) or dL/da. */
+double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act, size_t rows,
+                     size_t cols, const float *z, const float *a, const float *target,
+                     float *grad, bool *fused);
+
+#endif

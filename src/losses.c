@@ -1,0 +1,132 @@
+/* Built-in loss vtables. Losses are means over the batch (see mlp.h), summed
+ * in double; gradients are of that mean. */
+#include "internal.h"
+
+#include <math.h>
+
+#define UNUSED(x) (void)(x)
+
+/* Keeps log finite where an unfused probability reaches 0 or 1 in float. */
+#define PROB_CLAMP 1e-7
+
+/* ---- mean squared error ------------------------------------------------ */
+
+static double mse_loss(const mlp_loss *self, size_t rows, size_t cols, const float *y,
+                       const float *target, float *grad_y)
+{
+    UNUSED(self);
+    size_t n = rows * cols;
+    double sum = 0.0, scale = 2.0 / (double)n;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)y[i] - target[i];
+        sum += d * d;
+        if (grad_y)
+            grad_y[i] = (float)(scale * d);
+    }
+    return sum / (double)n;
+}
+
+/* ---- binary cross-entropy ---------------------------------------------- */
+
+static double bce_loss(const mlp_loss *self, size_t rows, size_t cols, const float *y,
+                       const float *target, float *grad_y)
+{
+    UNUSED(self);
+    size_t n = rows * cols;
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double p = fmin(fmax((double)y[i], PROB_CLAMP), 1.0 - PROB_CLAMP), t = target[i];
+        sum -= t * log(p) + (1.0 - t) * log(1.0 - p);
+        if (grad_y)
+            grad_y[i] = (float)((p - t) / (p * (1.0 - p)) / (double)n);
+    }
+    return sum / (double)n;
+}
+
+/* With p = sigmoid(z): -t log p - (1-t) log(1-p) = max(z,0) - t z + log(1 + e^-|z|),
+ * exact and finite for any z, and dL/dz = p - t. */
+static double bce_logits(const mlp_loss *self, size_t rows, size_t cols, const float *z,
+                         const float *target, float *grad_z)
+{
+    UNUSED(self);
+    size_t n = rows * cols;
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double zi = z[i], t = target[i];
+        sum += fmax(zi, 0.0) - t * zi + log1p(exp(-fabs(zi)));
+        if (grad_z) {
+            double p = zi >= 0.0 ? 1.0 / (1.0 + exp(-zi)) : exp(zi) / (1.0 + exp(zi));
+            grad_z[i] = (float)((p - t) / (double)n);
+        }
+    }
+    return sum / (double)n;
+}
+
+/* ---- categorical cross-entropy ----------------------------------------- */
+
+static double ce_loss(const mlp_loss *self, size_t rows, size_t cols, const float *y,
+                      const float *target, float *grad_y)
+{
+    UNUSED(self);
+    double sum = 0.0;
+    for (size_t i = 0, n = rows * cols; i < n; i++) {
+        double p = fmax((double)y[i], PROB_CLAMP);
+        sum -= target[i] * log(p);
+        if (grad_y)
+            grad_y[i] = (float)(-target[i] / p / (double)rows);
+    }
+    return sum / (double)rows;
+}
+
+/* With log p_c = z_c - lse(z), lse taken after subtracting the row max:
+ * L = sum_c t_c (lse - z_c) and dL/dz_c = p_c sum(t) - t_c. */
+static double ce_logits(const mlp_loss *self, size_t rows, size_t cols, const float *z,
+                        const float *target, float *grad_z)
+{
+    UNUSED(self);
+    double sum = 0.0;
+    for (size_t r = 0; r < rows; r++) {
+        const float *zr = z + r * cols, *tr = target + r * cols;
+        double max = zr[0], exp_sum = 0.0, t_sum = 0.0;
+        for (size_t c = 1; c < cols; c++)
+            max = fmax(max, zr[c]);
+        for (size_t c = 0; c < cols; c++) {
+            exp_sum += exp(zr[c] - max);
+            t_sum += tr[c];
+        }
+        double lse = max + log(exp_sum);
+        for (size_t c = 0; c < cols; c++) {
+            sum += tr[c] * (lse - zr[c]);
+            if (grad_z) {
+                double p = exp(zr[c] - lse);
+                grad_z[r * cols + c] = (float)((p * t_sum - tr[c]) / (double)rows);
+            }
+        }
+    }
+    return sum / (double)rows;
+}
+
+const mlp_loss mlp_mse = {MLP_LOSS_ABI, "mse", mse_loss, NULL, NULL, NULL};
+const mlp_loss mlp_bce = {MLP_LOSS_ABI, "bce", bce_loss, &mlp_sigmoid, bce_logits, NULL};
+const mlp_loss mlp_cross_entropy = {MLP_LOSS_ABI, "cross_entropy", ce_loss, &mlp_softmax,
+                                    ce_logits, NULL};
+
+mlp_status mlp_check_loss(const mlp_loss *loss)
+{
+    if (!loss || loss->abi_version != MLP_LOSS_ABI || !loss->name || !loss->loss ||
+        (!loss->fused_activation != !loss->loss_logits))
+        return MLP_ERR_INVALID;
+    return MLP_OK;
+}
+
+double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act, size_t rows,
+                     size_t cols, const float *z, const float *a, const float *target,
+                     float *grad, bool *fused)
+{
+    bool use_logits = loss->fused_activation && loss->fused_activation == out_act;
+    if (fused)
+        *fused = use_logits;
+    if (use_logits)
+        return loss->loss_logits(loss, rows, cols, z, target, grad);
+    return loss->loss(loss, rows, cols, a, target, grad);
+}

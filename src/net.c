@@ -1,0 +1,535 @@
+/* The network: creation, parameter storage, forward and backward passes,
+ * inference and gradient checking. */
+#include "internal.h"
+#include "kernels.h"
+#include "rng.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- basics ------------------------------------------------------------ */
+
+const char *mlp_version(void) { return "0.1.0"; }
+
+const char *mlp_strerror(mlp_status status)
+{
+    switch (status) {
+    case MLP_OK: return "success";
+    case MLP_ERR_INVALID: return "invalid argument";
+    case MLP_ERR_NOMEM: return "out of memory";
+    case MLP_ERR_IO: return "input/output error";
+    case MLP_ERR_FORMAT: return "model data is corrupt or of an unsupported format";
+    case MLP_ERR_ACTIVATION: return "unknown activation";
+    case MLP_ERR_NONFINITE: return "NaN or infinity in data, loss or gradient";
+    case MLP_ERR_STATE: return "call out of order";
+    }
+    return "unknown status";
+}
+
+static void *default_alloc(void *opaque, size_t size)
+{
+    (void)opaque;
+    return malloc(size);
+}
+
+static void default_free(void *opaque, void *ptr)
+{
+    (void)opaque;
+    free(ptr);
+}
+
+/* count * size bytes, or NULL if that overflows or the allocator fails. */
+void *mlp_alloc(const mlp_allocator *al, size_t count, size_t size)
+{
+    if (count == 0 || size == 0 || count > SIZE_MAX / size)
+        return NULL;
+    return al->alloc(al->opaque, count * size);
+}
+
+void mlp_dealloc(const mlp_allocator *al, void *ptr)
+{
+    if (ptr)
+        al->free(al->opaque, ptr);
+}
+
+bool mlp_all_finite(const float *v, size_t n)
+{
+    /* x - x is 0 for finite x and NaN otherwise; summing keeps the loop
+     * branch-free and vectorisable. */
+    float acc = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        acc += v[i] - v[i];
+    return acc == 0.0f;
+}
+
+/* ---- creation ---------------------------------------------------------- */
+
+static mlp_status check_config(const mlp_config *cfg)
+{
+    if (cfg->inputs == 0 || cfg->inputs > MLP_MAX_UNITS || cfg->n_layers == 0 ||
+        cfg->n_layers > MLP_MAX_LAYERS || !cfg->layers)
+        return MLP_ERR_INVALID;
+    if (cfg->init != MLP_INIT_AUTO && cfg->init != MLP_INIT_XAVIER && cfg->init != MLP_INIT_HE)
+        return MLP_ERR_INVALID;
+    const mlp_allocator *al = cfg->allocator;
+    if (al && (!al->alloc || !al->free))
+        return MLP_ERR_INVALID;
+    size_t n_params = 0, fan_in = cfg->inputs;
+    for (size_t l = 0; l < cfg->n_layers; l++) {
+        size_t units = cfg->layers[l].units;
+        if (units == 0 || units > MLP_MAX_UNITS)
+            return MLP_ERR_INVALID;
+        if (mlp_check_activation(cfg->layers[l].activation) != MLP_OK)
+            return MLP_ERR_INVALID;
+        /* Both factors are below 2^20, so the product cannot overflow. */
+        n_params += units * (fan_in + 1);
+        if (n_params > MLP_MAX_PARAMS)
+            return MLP_ERR_INVALID;
+        fan_in = units;
+    }
+    return MLP_OK;
+}
+
+static void init_params(mlp *net, uint64_t seed, int init_override)
+{
+    mlp_rng rng;
+    mlp_rng_seed(&rng, seed);
+    for (size_t l = 0; l < net->n_layers; l++) {
+        const mlp_dense *d = &net->layers[l];
+        int init = init_override != MLP_INIT_AUTO ? init_override : d->activation->init;
+        double variance = init == MLP_INIT_HE ? 2.0 / (double)d->fan_in
+                                               : 2.0 / (double)(d->fan_in + d->units);
+        double scale = sqrt(variance);
+        float *w = net->params + d->w_offset, *b = net->params + d->b_offset;
+        for (size_t i = 0; i < d->units * d->fan_in; i++)
+            w[i] = (float)(scale * mlp_rng_normal(&rng));
+        for (size_t o = 0; o < d->units; o++)
+            b[o] = init == MLP_INIT_HE ? MLP_RELU_BIAS_INIT : 0.0f;
+    }
+}
+
+mlp_status mlp_create(mlp **out, const mlp_config *cfg)
+{
+    if (!out || !cfg)
+        return MLP_ERR_INVALID;
+    mlp_status st = check_config(cfg);
+    if (st != MLP_OK)
+        return st;
+
+    mlp_allocator al = {default_alloc, default_free, NULL};
+    if (cfg->allocator)
+        al = *cfg->allocator;
+    mlp *net = mlp_alloc(&al, 1, sizeof *net);
+    if (!net)
+        return MLP_ERR_NOMEM;
+    memset(net, 0, sizeof *net);
+    net->allocator = al;
+    net->opt_kind = -1;
+    net->inputs = cfg->inputs;
+    net->n_layers = cfg->n_layers;
+    net->layers = mlp_alloc(&al, cfg->n_layers, sizeof *net->layers);
+    if (!net->layers) {
+        mlp_free(net);
+        return MLP_ERR_NOMEM;
+    }
+    size_t fan_in = cfg->inputs, offset = 0, cache_offset = 0;
+    net->max_width = cfg->inputs;
+    for (size_t l = 0; l < cfg->n_layers; l++) {
+        mlp_dense *d = &net->layers[l];
+        d->fan_in = fan_in;
+        d->units = cfg->layers[l].units;
+        d->activation = cfg->layers[l].activation;
+        d->w_offset = offset;
+        d->b_offset = offset + d->units * d->fan_in;
+        d->z_offset = cache_offset;
+        offset = d->b_offset + d->units;
+        cache_offset += d->units;
+        if (d->units > net->max_width)
+            net->max_width = d->units;
+        fan_in = d->units;
+    }
+    net->n_params = offset;
+    net->params = mlp_alloc(&al, net->n_params, sizeof(float));
+    net->grads = mlp_alloc(&al, net->n_params, sizeof(float));
+    if (!net->params || !net->grads) {
+        mlp_free(net);
+        return MLP_ERR_NOMEM;
+    }
+    memset(net->grads, 0, net->n_params * sizeof(float));
+    init_params(net, cfg->seed, cfg->init);
+    *out = net;
+    return MLP_OK;
+}
+
+void mlp_free(mlp *net)
+{
+    if (!net)
+        return;
+    mlp_allocator al = net->allocator;
+    mlp_dealloc(&al, net->x_cache); /* one block holds every cache buffer */
+    mlp_dealloc(&al, net->moment1);
+    mlp_dealloc(&al, net->moment2);
+    mlp_dealloc(&al, net->grads_scratch);
+    mlp_dealloc(&al, net->grads);
+    mlp_dealloc(&al, net->params);
+    mlp_dealloc(&al, net->layers);
+    mlp_dealloc(&al, net);
+}
+
+size_t mlp_inputs(const mlp *net) { return net ? net->inputs : 0; }
+
+size_t mlp_outputs(const mlp *net) { return net ? net->layers[net->n_layers - 1].units : 0; }
+
+size_t mlp_param_count(const mlp *net) { return net ? net->n_params : 0; }
+
+float *mlp_params(mlp *net, size_t *count)
+{
+    if (count)
+        *count = net ? net->n_params : 0;
+    return net ? net->params : NULL;
+}
+
+float *mlp_grads(mlp *net, size_t *count)
+{
+    if (count)
+        *count = net ? net->n_params : 0;
+    return net ? net->grads : NULL;
+}
+
+/* ---- forward ----------------------------------------------------------- */
+
+static size_t total_units(const mlp *net)
+{
+    const mlp_dense *last = &net->layers[net->n_layers - 1];
+    return last->z_offset + last->units;
+}
+
+/* Batch sizes whose caches could not be indexed in size_t are refused up
+ * front, so every later batch * width product is safe. */
+static bool batch_ok(const mlp *net, size_t batch)
+{
+    return batch > 0 && batch <= MLP_MAX_BATCH &&
+           batch <= MLP_MAX_PARAMS / (total_units(net) + net->inputs);
+}
+
+static void layer_forward(const mlp *net, const mlp_dense *d, size_t rows, const float *x,
+                          float *z, float *a)
+{
+    mlp_dense_forward(rows, d->fan_in, d->units, x, net->params + d->w_offset,
+                      net->params + d->b_offset, z);
+    d->activation->forward(d->activation, rows, d->units, z, a);
+}
+
+/* Grows the training cache to hold `batch` samples. The old cache is kept
+ * if the new one cannot be had. */
+static mlp_status reserve_cache(mlp *net, size_t batch)
+{
+    if (batch <= net->batch_capacity)
+        return MLP_OK;
+    size_t units = total_units(net);
+    size_t floats = batch * (net->inputs + 2 * units + 2 * net->max_width);
+    float *block = mlp_alloc(&net->allocator, floats, sizeof(float));
+    if (!block)
+        return MLP_ERR_NOMEM;
+    mlp_dealloc(&net->allocator, net->x_cache);
+    net->x_cache = block;
+    net->z_cache = net->x_cache + batch * net->inputs;
+    net->a_cache = net->z_cache + batch * units;
+    net->grad_a = net->a_cache + batch * units;
+    net->grad_z = net->grad_a + batch * net->max_width;
+    net->batch_capacity = batch;
+    return MLP_OK;
+}
+
+/* The layer's z and a for the pending batch: (batch, units) each. */
+static float *cached_z(const mlp *net, const mlp_dense *d)
+{
+    return net->z_cache + net->batch * d->z_offset;
+}
+
+static float *cached_a(const mlp *net, const mlp_dense *d)
+{
+    return net->a_cache + net->batch * d->z_offset;
+}
+
+mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
+{
+    if (!net || !x || !batch_ok(net, batch))
+        return MLP_ERR_INVALID;
+    net->forward_pending = false;
+    if (!mlp_all_finite(x, batch * net->inputs))
+        return MLP_ERR_NONFINITE;
+    mlp_status st = reserve_cache(net, batch);
+    if (st != MLP_OK)
+        return st;
+
+    net->batch = batch;
+    memcpy(net->x_cache, x, batch * net->inputs * sizeof(float));
+    const float *in = net->x_cache;
+    for (size_t l = 0; l < net->n_layers; l++) {
+        const mlp_dense *d = &net->layers[l];
+        layer_forward(net, d, batch, in, cached_z(net, d), cached_a(net, d));
+        in = cached_a(net, d);
+    }
+    const mlp_dense *last = &net->layers[net->n_layers - 1];
+    size_t n_out = batch * last->units;
+    if (!mlp_all_finite(cached_z(net, last), n_out) || !mlp_all_finite(in, n_out))
+        return MLP_ERR_NONFINITE;
+    if (y)
+        memcpy(y, in, n_out * sizeof(float));
+    net->forward_pending = true;
+    return MLP_OK;
+}
+
+/* ---- backward ---------------------------------------------------------- */
+
+/* Backpropagates net->grad_z, which holds dL/dz of the output layer, and
+ * writes the parameter gradients into dest (overwriting it). */
+static void backprop(mlp *net, float *dest)
+{
+    size_t batch = net->batch;
+    for (size_t l = net->n_layers; l-- > 0;) {
+        const mlp_dense *d = &net->layers[l];
+        const float *in = l > 0 ? cached_a(net, &net->layers[l - 1]) : net->x_cache;
+        /* grad_z: (batch, units); in: (batch, fan_in) */
+        mlp_dense_grad_params(batch, d->fan_in, d->units, net->grad_z, in, dest + d->w_offset,
+                              dest + d->b_offset);
+        if (l == 0)
+            break;
+        const mlp_dense *prev = &net->layers[l - 1];
+        /* grad_a: (batch, fan_in) = dL/d(prev a); then through prev's activation. */
+        mlp_dense_grad_input(batch, d->fan_in, d->units, net->grad_z,
+                             net->params + d->w_offset, net->grad_a);
+        prev->activation->backward(prev->activation, batch, prev->units, cached_z(net, prev),
+                                   cached_a(net, prev), net->grad_a, net->grad_z);
+    }
+}
+
+/* Runs backprop and adds the result to net->grads, all or nothing: the
+ * first backward after a step writes straight into the (zero) gradients and
+ * zeroes them again on failure; later ones go through a scratch buffer. */
+static mlp_status backprop_accumulate(mlp *net)
+{
+    if (!mlp_all_finite(net->grad_z, net->batch * net->layers[net->n_layers - 1].units))
+        return MLP_ERR_NONFINITE;
+    if (!net->grads_pending) {
+        backprop(net, net->grads);
+        if (!mlp_all_finite(net->grads, net->n_params)) {
+            memset(net->grads, 0, net->n_params * sizeof(float));
+            return MLP_ERR_NONFINITE;
+        }
+    } else {
+        if (!net->grads_scratch) {
+            net->grads_scratch = mlp_alloc(&net->allocator, net->n_params, sizeof(float));
+            if (!net->grads_scratch)
+                return MLP_ERR_NOMEM;
+        }
+        float *scratch = net->grads_scratch;
+        backprop(net, scratch);
+        float check = 0.0f;
+        for (size_t i = 0; i < net->n_params; i++) {
+            float sum = net->grads[i] + scratch[i];
+            check += sum - sum;
+        }
+        if (check != 0.0f)
+            return MLP_ERR_NONFINITE;
+        for (size_t i = 0; i < net->n_params; i++)
+            net->grads[i] += scratch[i];
+    }
+    net->grads_pending = true;
+    net->forward_pending = false;
+    return MLP_OK;
+}
+
+mlp_status mlp_backward(mlp *net, const mlp_loss *loss, const float *target, float *loss_out)
+{
+    if (!net || !target || mlp_check_loss(loss) != MLP_OK)
+        return MLP_ERR_INVALID;
+    if (!net->forward_pending)
+        return MLP_ERR_STATE;
+    const mlp_dense *last = &net->layers[net->n_layers - 1];
+    size_t n_out = net->batch * last->units;
+    if (!mlp_all_finite(target, n_out))
+        return MLP_ERR_NONFINITE;
+
+    bool fused;
+    double value = mlp_loss_eval(loss, last->activation, net->batch, last->units,
+                                 cached_z(net, last), cached_a(net, last), target,
+                                 net->grad_a, &fused);
+    if (!isfinite(value))
+        return MLP_ERR_NONFINITE;
+    if (fused)
+        memcpy(net->grad_z, net->grad_a, n_out * sizeof(float));
+    else
+        last->activation->backward(last->activation, net->batch, last->units,
+                                   cached_z(net, last), cached_a(net, last), net->grad_a,
+                                   net->grad_z);
+    mlp_status st = backprop_accumulate(net);
+    if (st == MLP_OK && loss_out)
+        *loss_out = (float)value;
+    return st;
+}
+
+mlp_status mlp_backward_grad(mlp *net, const float *grad_y)
+{
+    if (!net || !grad_y)
+        return MLP_ERR_INVALID;
+    if (!net->forward_pending)
+        return MLP_ERR_STATE;
+    const mlp_dense *last = &net->layers[net->n_layers - 1];
+    if (!mlp_all_finite(grad_y, net->batch * last->units))
+        return MLP_ERR_NONFINITE;
+    last->activation->backward(last->activation, net->batch, last->units, cached_z(net, last),
+                               cached_a(net, last), grad_y, net->grad_z);
+    return backprop_accumulate(net);
+}
+
+mlp_status mlp_zero_grad(mlp *net)
+{
+    if (!net)
+        return MLP_ERR_INVALID;
+    memset(net->grads, 0, net->n_params * sizeof(float));
+    net->grads_pending = false;
+    return MLP_OK;
+}
+
+/* ---- inference --------------------------------------------------------- */
+
+/* Floats of stack workspace for mlp_predict; 12 KiB keeps it safe on small
+ * thread stacks while covering single samples of wide networks. */
+#define PREDICT_STACK_FLOATS 3072
+
+/* Runs every layer over x with the same kernels as mlp_forward, so results
+ * are bit-identical. work: 3 * batch * max_width floats, holding z and two
+ * alternating activation buffers. The output layer's activations go to out
+ * (or stay in work if out is NULL); returns them, and *z_last points at the
+ * output layer's z. */
+static const float *run_layers(const mlp *net, size_t batch, const float *x, float *work,
+                               float *out, const float **z_last)
+{
+    size_t stride = batch * net->max_width;
+    float *z = work, *ping = work + stride, *pong = work + 2 * stride;
+    const float *in = x;
+    for (size_t l = 0; l < net->n_layers; l++) {
+        float *a = (l + 1 == net->n_layers && out) ? out : (in == ping ? pong : ping);
+        layer_forward(net, &net->layers[l], batch, in, z, a);
+        in = a;
+    }
+    *z_last = z;
+    return in;
+}
+
+mlp_status mlp_predict(const mlp *net, size_t batch, const float *x, float *y)
+{
+    if (!net || !x || !y || !batch_ok(net, batch))
+        return MLP_ERR_INVALID;
+    if (!mlp_all_finite(x, batch * net->inputs))
+        return MLP_ERR_NONFINITE;
+    float stack[PREDICT_STACK_FLOATS];
+    size_t need = 3 * batch * net->max_width;
+    float *work = stack;
+    if (need > PREDICT_STACK_FLOATS) {
+        work = mlp_alloc(&net->allocator, need, sizeof(float));
+        if (!work)
+            return MLP_ERR_NOMEM;
+    }
+    const float *z;
+    run_layers(net, batch, x, work, y, &z);
+    if (work != stack)
+        mlp_dealloc(&net->allocator, work);
+    return MLP_OK;
+}
+
+/* ---- gradient check ---------------------------------------------------- */
+
+/* Loss of the network on (x, target), evaluated without touching the
+ * training cache. signs (batch * total units bytes) receives whether each
+ * pre-activation is > 0, so callers can see a perturbation cross a kink. */
+static double eval_loss(const mlp *net, const mlp_loss *loss, size_t batch, const float *x,
+                        const float *target, float *work, unsigned char *signs)
+{
+    size_t stride = batch * net->max_width;
+    float *z = work, *ping = work + stride, *pong = work + 2 * stride;
+    const float *in = x;
+    for (size_t l = 0; l < net->n_layers; l++) {
+        const mlp_dense *d = &net->layers[l];
+        float *a = in == ping ? pong : ping;
+        layer_forward(net, d, batch, in, z, a);
+        unsigned char *s = signs + batch * d->z_offset;
+        for (size_t i = 0; i < batch * d->units; i++)
+            s[i] = z[i] > 0.0f;
+        in = a;
+    }
+    const mlp_dense *last = &net->layers[net->n_layers - 1];
+    return mlp_loss_eval(loss, last->activation, batch, last->units, z, in, target, NULL, NULL);
+}
+
+/* The analytic gradient of this batch alone, into `analytic`, leaving the
+ * accumulated gradients as they were. */
+static mlp_status analytic_grads(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
+                                 const float *target, float *saved, float *analytic)
+{
+    bool pending = net->grads_pending;
+    memcpy(saved, net->grads, net->n_params * sizeof(float));
+    mlp_zero_grad(net);
+    mlp_status st = mlp_forward(net, batch, x, NULL);
+    if (st == MLP_OK)
+        st = mlp_backward(net, loss, target, NULL);
+    memcpy(analytic, net->grads, net->n_params * sizeof(float));
+    memcpy(net->grads, saved, net->n_params * sizeof(float));
+    net->grads_pending = pending;
+    return st;
+}
+
+mlp_status mlp_gradcheck(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
+                         const float *target, double *max_rel_err)
+{
+    if (!net || !x || !target || !max_rel_err || mlp_check_loss(loss) != MLP_OK ||
+        !batch_ok(net, batch))
+        return MLP_ERR_INVALID;
+    size_t n = net->n_params, units = batch * total_units(net);
+    size_t work_floats = 2 * n + 3 * batch * net->max_width;
+    float *buffer = mlp_alloc(&net->allocator, work_floats, sizeof(float));
+    unsigned char *signs = mlp_alloc(&net->allocator, 2 * units, 1);
+    if (!buffer || !signs) {
+        mlp_dealloc(&net->allocator, buffer);
+        mlp_dealloc(&net->allocator, signs);
+        return MLP_ERR_NOMEM;
+    }
+    float *saved = buffer, *analytic = buffer + n, *work = buffer + 2 * n;
+    unsigned char *signs_plus = signs, *signs_minus = signs + units;
+
+    mlp_status st = analytic_grads(net, loss, batch, x, target, saved, analytic);
+    double worst = 0.0;
+    for (size_t i = 0; i < n && st == MLP_OK; i++) {
+        float *p = &net->params[i], w = *p;
+        /* Shrink the step while it moves some pre-activation across zero:
+         * across a kink the difference quotient measures nothing. */
+        for (float h = 1e-3f * fmaxf(1.0f, fabsf(w)); h > 1e-6f * fmaxf(1.0f, fabsf(w));
+             h *= 0.1f) {
+            float w_plus = w + h, w_minus = w - h;
+            *p = w_plus;
+            double loss_plus = eval_loss(net, loss, batch, x, target, work, signs_plus);
+            *p = w_minus;
+            double loss_minus = eval_loss(net, loss, batch, x, target, work, signs_minus);
+            *p = w;
+            if (!isfinite(loss_plus) || !isfinite(loss_minus)) {
+                st = MLP_ERR_NONFINITE;
+                break;
+            }
+            if (memcmp(signs_plus, signs_minus, units) != 0)
+                continue;
+            double numeric = (loss_plus - loss_minus) / ((double)w_plus - (double)w_minus);
+            double a = analytic[i];
+            double scale = fmax(fmax(fabs(a), fabs(numeric)), 1e-3);
+            worst = fmax(worst, fabs(a - numeric) / scale);
+            break;
+        }
+    }
+    mlp_dealloc(&net->allocator, buffer);
+    mlp_dealloc(&net->allocator, signs);
+    if (st == MLP_OK)
+        *max_rel_err = worst;
+    return st;
+}
