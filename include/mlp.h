@@ -153,8 +153,7 @@ typedef struct mlp_activation mlp_activation;
 struct mlp_activation {
     uint32_t abi_version; /* MLP_ACTIVATION_ABI: lets fields be appended later */
     const char *name;     /* unique; will be written into model files */
-    void (*forward)(const mlp_activation *self, size_t rows, size_t cols, const float *z,
-                    float *a);
+    void (*forward)(const mlp_activation *self, size_t rows, size_t cols, const float *z, float *a);
     void (*backward)(const mlp_activation *self, size_t rows, size_t cols, const float *z,
                      const float *a, const float *grad_a, float *grad_z);
     int init;         /* preferred mlp_init for weights feeding this activation */
@@ -400,20 +399,28 @@ MLP_API float *mlp_grads(mlp *net, size_t *count);
 /* ------------------------------------------------------------------------ */
 
 /* Compares mlp_backward's gradient on this batch with central finite
- * differences of the loss, parameter by parameter, and stores the maximum
+ * differences of the loss, parameter by parameter, and stores the largest
  * relative error in *max_rel_err:
- *     err_i = |analytic_i - numeric_i| / max(|analytic_i|, |numeric_i|, 1e-3)
- * (the floor keeps float rounding on near-zero gradients from counting as
- * error). Correct activations give about 1e-3 or less; a wrong derivative
- * typically gives 0.1 to 1. A kink (ReLU at z = 0) within the step of a
- * pre-activation can spoil one entry, so check on a few batches.
- * Each parameter is stepped by 1e-3 * max(1, |w|) in float, using the step
- * actually representable. Costs two forward passes per parameter: use
- * small networks.
+ *     err_i = |analytic_i - numeric_i| / max(|analytic_i|, |numeric_i|, tau_i)
+ *     tau_i = max(1e-3 * max_j |analytic_j|, 1024 * FLT_EPSILON * |L| / step_i)
+ * The floor tau_i is what float arithmetic can resolve: entries a thousand
+ * times smaller than the largest gradient, or differences below the float
+ * rounding of the loss L over the step, are compared on that scale instead
+ * of counting as error.
+ * Reading it: correct derivatives give below 2e-2 (typically 1e-3 to 1e-2);
+ * a wrong one typically gives 0.2 to 2. Use your own activations on a few
+ * random batches in which some pre-activations are negative.
+ * Each parameter w is stepped by +-1e-2 * max(1, |w|), using the step
+ * actually representable in float. If a step moves any pre-activation
+ * across zero (a kink, as in ReLU at 0, where a difference quotient measures
+ * nothing) it is retried ten and a hundred times smaller; if it still
+ * crosses, that parameter is skipped.
+ * Costs two forward passes per parameter: meant for small networks.
  * Leaves parameters, accumulated gradients and optimizer state exactly as
- * they were; ends any pending forward.
- * Returns MLP_ERR_INVALID, MLP_ERR_NONFINITE, MLP_ERR_NOMEM as mlp_forward
- * and mlp_backward. */
+ * they were; ends any pending forward. Not thread-safe on one network.
+ * Returns MLP_ERR_INVALID (NULL argument, refused loss, bad batch),
+ * MLP_ERR_NONFINITE (NaN/Inf in x, target, a loss or a gradient),
+ * MLP_ERR_NOMEM (it allocates two parameter-sized buffers). */
 MLP_API mlp_status mlp_gradcheck(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
                                  const float *target, double *max_rel_err);
 

@@ -9,17 +9,16 @@
 
 /* ---- identity ---------------------------------------------------------- */
 
-static void identity_forward(const mlp_activation *self, size_t rows, size_t cols,
-                             const float *z, float *a)
+static void identity_forward(const mlp_activation *self, size_t rows, size_t cols, const float *z,
+                             float *a)
 {
     UNUSED(self);
     for (size_t i = 0, n = rows * cols; i < n; i++)
         a[i] = z[i];
 }
 
-static void identity_backward(const mlp_activation *self, size_t rows, size_t cols,
-                              const float *z, const float *a, const float *grad_a,
-                              float *grad_z)
+static void identity_backward(const mlp_activation *self, size_t rows, size_t cols, const float *z,
+                              const float *a, const float *grad_a, float *grad_z)
 {
     UNUSED(self), UNUSED(z), UNUSED(a);
     for (size_t i = 0, n = rows * cols; i < n; i++)
@@ -37,17 +36,16 @@ static float sigmoidf(float z)
     return e / (1.0f + e);
 }
 
-static void sigmoid_forward(const mlp_activation *self, size_t rows, size_t cols,
-                            const float *z, float *a)
+static void sigmoid_forward(const mlp_activation *self, size_t rows, size_t cols, const float *z,
+                            float *a)
 {
     UNUSED(self);
     for (size_t i = 0, n = rows * cols; i < n; i++)
         a[i] = sigmoidf(z[i]);
 }
 
-static void sigmoid_backward(const mlp_activation *self, size_t rows, size_t cols,
-                             const float *z, const float *a, const float *grad_a,
-                             float *grad_z)
+static void sigmoid_backward(const mlp_activation *self, size_t rows, size_t cols, const float *z,
+                             const float *a, const float *grad_a, float *grad_z)
 {
     UNUSED(self), UNUSED(z);
     for (size_t i = 0, n = rows * cols; i < n; i++)
@@ -94,8 +92,8 @@ static void relu_backward(const mlp_activation *self, size_t rows, size_t cols, 
 
 static const float leaky_slope = 0.01f;
 
-static void leaky_relu_forward(const mlp_activation *self, size_t rows, size_t cols,
-                               const float *z, float *a)
+static void leaky_relu_forward(const mlp_activation *self, size_t rows, size_t cols, const float *z,
+                               float *a)
 {
     float slope = *(const float *)self->data;
     for (size_t i = 0, n = rows * cols; i < n; i++)
@@ -103,8 +101,7 @@ static void leaky_relu_forward(const mlp_activation *self, size_t rows, size_t c
 }
 
 static void leaky_relu_backward(const mlp_activation *self, size_t rows, size_t cols,
-                                const float *z, const float *a, const float *grad_a,
-                                float *grad_z)
+                                const float *z, const float *a, const float *grad_a, float *grad_z)
 {
     UNUSED(a);
     float slope = *(const float *)self->data;
@@ -133,17 +130,16 @@ static void elu_backward(const mlp_activation *self, size_t rows, size_t cols, c
 /* ---- softplus ---------------------------------------------------------- */
 
 /* log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow for any z. */
-static void softplus_forward(const mlp_activation *self, size_t rows, size_t cols,
-                             const float *z, float *a)
+static void softplus_forward(const mlp_activation *self, size_t rows, size_t cols, const float *z,
+                             float *a)
 {
     UNUSED(self);
     for (size_t i = 0, n = rows * cols; i < n; i++)
         a[i] = fmaxf(z[i], 0.0f) + log1pf(expf(-fabsf(z[i])));
 }
 
-static void softplus_backward(const mlp_activation *self, size_t rows, size_t cols,
-                              const float *z, const float *a, const float *grad_a,
-                              float *grad_z)
+static void softplus_backward(const mlp_activation *self, size_t rows, size_t cols, const float *z,
+                              const float *a, const float *grad_a, float *grad_z)
 {
     UNUSED(self), UNUSED(a);
     for (size_t i = 0, n = rows * cols; i < n; i++)
@@ -197,8 +193,8 @@ static void silu_backward(const mlp_activation *self, size_t rows, size_t cols, 
 
 /* Subtracting the row max makes every exponent <= 0: no overflow, and the
  * largest term is exactly 1 so the sum is >= 1. */
-static void softmax_forward(const mlp_activation *self, size_t rows, size_t cols,
-                            const float *z, float *a)
+static void softmax_forward(const mlp_activation *self, size_t rows, size_t cols, const float *z,
+                            float *a)
 {
     UNUSED(self);
     for (size_t r = 0; r < rows; r++) {
@@ -219,9 +215,8 @@ static void softmax_forward(const mlp_activation *self, size_t rows, size_t cols
 }
 
 /* The Jacobian is diag(a) - a a^T, so grad_z = a * (grad_a - <grad_a, a>). */
-static void softmax_backward(const mlp_activation *self, size_t rows, size_t cols,
-                             const float *z, const float *a, const float *grad_a,
-                             float *grad_z)
+static void softmax_backward(const mlp_activation *self, size_t rows, size_t cols, const float *z,
+                             const float *a, const float *grad_a, float *grad_z)
 {
     UNUSED(self), UNUSED(z);
     for (size_t r = 0; r < rows; r++) {
@@ -236,8 +231,8 @@ static void softmax_backward(const mlp_activation *self, size_t rows, size_t col
 
 /* ---- the vtables ------------------------------------------------------- */
 
-#define ACTIVATION(id, label, init_kind, constants)                                            \
-    const mlp_activation mlp_##id = {MLP_ACTIVATION_ABI, label,     id##_forward,             \
+#define ACTIVATION(id, label, init_kind, constants)                                                \
+    const mlp_activation mlp_##id = {MLP_ACTIVATION_ABI, label,     id##_forward,                  \
                                      id##_backward,      init_kind, constants}
 
 ACTIVATION(identity, "identity", MLP_INIT_XAVIER, NULL);

@@ -20,8 +20,8 @@ struct mlp {
     mlp_dense *layers;
 
     size_t n_params;
-    float *params; /* every W and b, layer after layer */
-    float *grads;  /* same layout, accumulated by backward */
+    float *params;        /* every W and b, layer after layer */
+    float *grads;         /* same layout, accumulated by backward */
     float *grads_scratch; /* backward's result before it is added, lazily */
 
     /* Optimizer state: moments in the parameters' layout, allocated by the
@@ -49,8 +49,7 @@ mlp_status mlp_check_loss(const mlp_loss *loss);
 /* Loss of outputs for a finished forward of the last layer: fused on z when
  * the loss pairs with the output activation, else on a. grad (may be NULL)
  * receives dL/dz (fused, *fused set true) or dL/da. */
-double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act, size_t rows,
-                     size_t cols, const float *z, const float *a, const float *target,
-                     float *grad, bool *fused);
+double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act, size_t rows, size_t cols,
+                     const float *z, const float *a, const float *target, float *grad, bool *fused);
 
 #endif

@@ -108,8 +108,8 @@ static double ce_logits(const mlp_loss *self, size_t rows, size_t cols, const fl
 
 const mlp_loss mlp_mse = {MLP_LOSS_ABI, "mse", mse_loss, NULL, NULL, NULL};
 const mlp_loss mlp_bce = {MLP_LOSS_ABI, "bce", bce_loss, &mlp_sigmoid, bce_logits, NULL};
-const mlp_loss mlp_cross_entropy = {MLP_LOSS_ABI, "cross_entropy", ce_loss, &mlp_softmax,
-                                    ce_logits, NULL};
+const mlp_loss mlp_cross_entropy = {MLP_LOSS_ABI, "cross_entropy", ce_loss,
+                                    &mlp_softmax, ce_logits,       NULL};
 
 mlp_status mlp_check_loss(const mlp_loss *loss)
 {
@@ -119,9 +119,8 @@ mlp_status mlp_check_loss(const mlp_loss *loss)
     return MLP_OK;
 }
 
-double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act, size_t rows,
-                     size_t cols, const float *z, const float *a, const float *target,
-                     float *grad, bool *fused)
+double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act, size_t rows, size_t cols,
+                     const float *z, const float *a, const float *target, float *grad, bool *fused)
 {
     bool use_logits = loss->fused_activation && loss->fused_activation == out_act;
     if (fused)

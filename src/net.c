@@ -4,13 +4,17 @@
 #include "kernels.h"
 #include "rng.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- basics ------------------------------------------------------------ */
 
-const char *mlp_version(void) { return "0.1.0"; }
+const char *mlp_version(void)
+{
+    return "0.1.0";
+}
 
 const char *mlp_strerror(mlp_status status)
 {
@@ -98,8 +102,8 @@ static void init_params(mlp *net, uint64_t seed, int init_override)
     for (size_t l = 0; l < net->n_layers; l++) {
         const mlp_dense *d = &net->layers[l];
         int init = init_override != MLP_INIT_AUTO ? init_override : d->activation->init;
-        double variance = init == MLP_INIT_HE ? 2.0 / (double)d->fan_in
-                                               : 2.0 / (double)(d->fan_in + d->units);
+        double variance =
+            init == MLP_INIT_HE ? 2.0 / (double)d->fan_in : 2.0 / (double)(d->fan_in + d->units);
         double scale = sqrt(variance);
         float *w = net->params + d->w_offset, *b = net->params + d->b_offset;
         for (size_t i = 0; i < d->units * d->fan_in; i++)
@@ -177,11 +181,20 @@ void mlp_free(mlp *net)
     mlp_dealloc(&al, net);
 }
 
-size_t mlp_inputs(const mlp *net) { return net ? net->inputs : 0; }
+size_t mlp_inputs(const mlp *net)
+{
+    return net ? net->inputs : 0;
+}
 
-size_t mlp_outputs(const mlp *net) { return net ? net->layers[net->n_layers - 1].units : 0; }
+size_t mlp_outputs(const mlp *net)
+{
+    return net ? net->layers[net->n_layers - 1].units : 0;
+}
 
-size_t mlp_param_count(const mlp *net) { return net ? net->n_params : 0; }
+size_t mlp_param_count(const mlp *net)
+{
+    return net ? net->n_params : 0;
+}
 
 float *mlp_params(mlp *net, size_t *count)
 {
@@ -213,8 +226,8 @@ static bool batch_ok(const mlp *net, size_t batch)
            batch <= MLP_MAX_PARAMS / (total_units(net) + net->inputs);
 }
 
-static void layer_forward(const mlp *net, const mlp_dense *d, size_t rows, const float *x,
-                          float *z, float *a)
+static void layer_forward(const mlp *net, const mlp_dense *d, size_t rows, const float *x, float *z,
+                          float *a)
 {
     mlp_dense_forward(rows, d->fan_in, d->units, x, net->params + d->w_offset,
                       net->params + d->b_offset, z);
@@ -299,8 +312,8 @@ static void backprop(mlp *net, float *dest)
             break;
         const mlp_dense *prev = &net->layers[l - 1];
         /* grad_a: (batch, fan_in) = dL/d(prev a); then through prev's activation. */
-        mlp_dense_grad_input(batch, d->fan_in, d->units, net->grad_z,
-                             net->params + d->w_offset, net->grad_a);
+        mlp_dense_grad_input(batch, d->fan_in, d->units, net->grad_z, net->params + d->w_offset,
+                             net->grad_a);
         prev->activation->backward(prev->activation, batch, prev->units, cached_z(net, prev),
                                    cached_a(net, prev), net->grad_a, net->grad_z);
     }
@@ -354,17 +367,16 @@ mlp_status mlp_backward(mlp *net, const mlp_loss *loss, const float *target, flo
         return MLP_ERR_NONFINITE;
 
     bool fused;
-    double value = mlp_loss_eval(loss, last->activation, net->batch, last->units,
-                                 cached_z(net, last), cached_a(net, last), target,
-                                 net->grad_a, &fused);
+    double value =
+        mlp_loss_eval(loss, last->activation, net->batch, last->units, cached_z(net, last),
+                      cached_a(net, last), target, net->grad_a, &fused);
     if (!isfinite(value))
         return MLP_ERR_NONFINITE;
     if (fused)
         memcpy(net->grad_z, net->grad_a, n_out * sizeof(float));
     else
-        last->activation->backward(last->activation, net->batch, last->units,
-                                   cached_z(net, last), cached_a(net, last), net->grad_a,
-                                   net->grad_z);
+        last->activation->backward(last->activation, net->batch, last->units, cached_z(net, last),
+                                   cached_a(net, last), net->grad_a, net->grad_z);
     mlp_status st = backprop_accumulate(net);
     if (st == MLP_OK && loss_out)
         *loss_out = (float)value;
@@ -443,6 +455,14 @@ mlp_status mlp_predict(const mlp *net, size_t batch, const float *x, float *y)
 
 /* ---- gradient check ---------------------------------------------------- */
 
+/* Relative finite-difference step: large enough that float rounding of the
+ * loss stays small against the change it measures, small enough that the
+ * O(h^2) truncation error of central differences is negligible. */
+#define GRADCHECK_STEP 1e-2f
+/* The float forward pass rounds the loss by up to this many ulps of its
+ * magnitude (measured: a few hundred); differences below that are noise. */
+#define GRADCHECK_ROUNDING 1024.0
+
 /* Loss of the network on (x, target), evaluated without touching the
  * training cache. signs (batch * total units bytes) receives whether each
  * pre-activation is > 0, so callers can see a perturbation cross a kink. */
@@ -501,13 +521,15 @@ mlp_status mlp_gradcheck(mlp *net, const mlp_loss *loss, size_t batch, const flo
     unsigned char *signs_plus = signs, *signs_minus = signs + units;
 
     mlp_status st = analytic_grads(net, loss, batch, x, target, saved, analytic);
-    double worst = 0.0;
+    double worst = 0.0, largest = 0.0;
+    for (size_t i = 0; i < n; i++)
+        largest = fmax(largest, fabs(analytic[i]));
     for (size_t i = 0; i < n && st == MLP_OK; i++) {
         float *p = &net->params[i], w = *p;
         /* Shrink the step while it moves some pre-activation across zero:
          * across a kink the difference quotient measures nothing. */
-        for (float h = 1e-3f * fmaxf(1.0f, fabsf(w)); h > 1e-6f * fmaxf(1.0f, fabsf(w));
-             h *= 0.1f) {
+        float h = GRADCHECK_STEP * fmaxf(1.0f, fabsf(w));
+        for (int attempt = 0; attempt < 3; attempt++, h *= 0.1f) {
             float w_plus = w + h, w_minus = w - h;
             *p = w_plus;
             double loss_plus = eval_loss(net, loss, batch, x, target, work, signs_plus);
@@ -520,10 +542,13 @@ mlp_status mlp_gradcheck(mlp *net, const mlp_loss *loss, size_t batch, const flo
             }
             if (memcmp(signs_plus, signs_minus, units) != 0)
                 continue;
-            double numeric = (loss_plus - loss_minus) / ((double)w_plus - (double)w_minus);
-            double a = analytic[i];
-            double scale = fmax(fmax(fabs(a), fabs(numeric)), 1e-3);
-            worst = fmax(worst, fabs(a - numeric) / scale);
+            double step = (double)w_plus - (double)w_minus; /* as represented */
+            double numeric = (loss_plus - loss_minus) / step, a = analytic[i];
+            double noise =
+                GRADCHECK_ROUNDING * FLT_EPSILON * fmax(fabs(loss_plus), fabs(loss_minus)) / step;
+            double scale = fmax(fmax(fabs(a), fabs(numeric)), fmax(1e-3 * largest, noise));
+            if (a != numeric)
+                worst = fmax(worst, fabs(a - numeric) / scale);
             break;
         }
     }

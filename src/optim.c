@@ -23,37 +23,34 @@ mlp_optimizer mlp_optimizer_default(mlp_optimizer_kind kind)
         opt.weight_decay = 0.01;
         /* fall through */
     case MLP_OPT_RMSPROP:
-    case MLP_OPT_ADAM:
-        opt.learning_rate = 0.001;
-        break;
-    default:
-        break;
+    case MLP_OPT_ADAM: opt.learning_rate = 0.001; break;
+    default: break;
     }
     return opt;
 }
 
-static bool unit_interval(double v) { return v >= 0.0 && v < 1.0; }
+static bool unit_interval(double v)
+{
+    return v >= 0.0 && v < 1.0;
+}
 
 static bool optimizer_ok(const mlp_optimizer *opt)
 {
     if (opt->kind < MLP_OPT_SGD || opt->kind > MLP_OPT_ADAMW)
         return false;
     /* Comparisons are false for NaN, and the upper bound rejects infinity. */
-    bool ok = opt->learning_rate > 0.0 && opt->learning_rate <= 1e6 &&
-              opt->weight_decay >= 0.0 && opt->weight_decay <= 1e6 && opt->clip_norm >= 0.0 &&
-              opt->clip_norm <= 1e30;
+    bool ok = opt->learning_rate > 0.0 && opt->learning_rate <= 1e6 && opt->weight_decay >= 0.0 &&
+              opt->weight_decay <= 1e6 && opt->clip_norm >= 0.0 && opt->clip_norm <= 1e30;
     switch (opt->kind) {
     case MLP_OPT_MOMENTUM:
-    case MLP_OPT_NESTEROV:
-        return ok && unit_interval(opt->momentum);
+    case MLP_OPT_NESTEROV: return ok && unit_interval(opt->momentum);
     case MLP_OPT_RMSPROP:
         return ok && unit_interval(opt->rho) && opt->epsilon > 0.0 && opt->epsilon <= 1.0;
     case MLP_OPT_ADAM:
     case MLP_OPT_ADAMW:
-        return ok && unit_interval(opt->beta1) && unit_interval(opt->beta2) &&
-               opt->epsilon > 0.0 && opt->epsilon <= 1.0;
-    default:
-        return ok;
+        return ok && unit_interval(opt->beta1) && unit_interval(opt->beta2) && opt->epsilon > 0.0 &&
+               opt->epsilon <= 1.0;
+    default: return ok;
     }
 }
 
@@ -125,8 +122,8 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
     float lr = (float)opt->learning_rate;
     /* AdamW decays the weight directly; every other kind adds wd * w to g. */
     float wd = opt->kind == MLP_OPT_ADAMW ? 0.0f : (float)opt->weight_decay;
-    float decay = opt->kind == MLP_OPT_ADAMW ? (float)(1.0 - opt->learning_rate * opt->weight_decay)
-                                             : 1.0f;
+    float decay =
+        opt->kind == MLP_OPT_ADAMW ? (float)(1.0 - opt->learning_rate * opt->weight_decay) : 1.0f;
     float mu = (float)opt->momentum, rho = (float)opt->rho, eps = (float)opt->epsilon;
     float b1 = (float)opt->beta1, b2 = (float)opt->beta2;
     /* Adam's bias corrections folded into two constants (Kingma & Ba, end
@@ -140,9 +137,7 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
     for (size_t i = 0, n = net->n_params; i < n; i++) {
         float g = grads[i] * scale + wd * w[i];
         switch (opt->kind) {
-        case MLP_OPT_SGD:
-            w[i] -= lr * g;
-            break;
+        case MLP_OPT_SGD: w[i] -= lr * g; break;
         case MLP_OPT_MOMENTUM:
             m[i] = mu * m[i] + g;
             w[i] -= lr * m[i];

@@ -16,7 +16,10 @@ void mlp_rng_seed(mlp_rng *rng, uint64_t seed)
         rng->s[i] = splitmix64(&seed);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t mlp_rng_next(mlp_rng *rng)
 {
@@ -32,7 +35,10 @@ uint64_t mlp_rng_next(mlp_rng *rng)
     return result;
 }
 
-double mlp_rng_uniform(mlp_rng *rng) { return (double)(mlp_rng_next(rng) >> 11) * 0x1.0p-53; }
+double mlp_rng_uniform(mlp_rng *rng)
+{
+    return (double)(mlp_rng_next(rng) >> 11) * 0x1.0p-53;
+}
 
 double mlp_rng_normal(mlp_rng *rng)
 {
