@@ -407,9 +407,10 @@ MLP_API float *mlp_grads(mlp *net, size_t *count);
  * times smaller than the largest gradient, or differences below the float
  * rounding of the loss L over the step, are compared on that scale instead
  * of counting as error.
- * Reading it: correct derivatives give below 2e-2 (typically 1e-3 to 1e-2);
- * a wrong one typically gives 0.2 to 2. Use your own activations on a few
- * random batches in which some pre-activations are negative.
+ * Reading it: correct derivatives give below 2e-2 (typically 1e-4 to 1e-2);
+ * a wrong one typically gives 0.2 to 2. Check your own activations on a few
+ * random batches in which some pre-activations are negative, and look at
+ * mlp_gradcheck_ex's counts to see how much was checked.
  * Each parameter w is stepped by +-1e-2 * max(1, |w|), using the step
  * actually representable in float. If a step moves any pre-activation
  * across zero (a kink, as in ReLU at 0, where a difference quotient measures
@@ -423,6 +424,25 @@ MLP_API float *mlp_grads(mlp *net, size_t *count);
  * MLP_ERR_NOMEM (it allocates two parameter-sized buffers). */
 MLP_API mlp_status mlp_gradcheck(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
                                  const float *target, double *max_rel_err);
+
+/* What mlp_gradcheck_ex found. */
+typedef struct mlp_gradcheck_result {
+    double max_rel_err;  /* as mlp_gradcheck */
+    size_t worst_param;  /* index (mlp_params layout) of that error */
+    size_t checked;      /* parameters compared */
+    size_t resolved;     /* of those, how many had a gradient above the float
+                            rounding of the loss (tau_i's second term): the
+                            others agree only in being too small to see */
+    size_t skipped;      /* parameters whose every step crossed a kink */
+    double max_abs_grad; /* largest |analytic| entry; 0: nothing was tested */
+} mlp_gradcheck_result;
+
+/* mlp_gradcheck with the whole finding. A check is only as good as what it
+ * covered: many skipped parameters mean pre-activations sit within the
+ * step of zero (tiny weights do that), and max_abs_grad 0 means the
+ * gradient is all zeros. Same arguments, effects and statuses. */
+MLP_API mlp_status mlp_gradcheck_ex(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
+                                    const float *target, mlp_gradcheck_result *result);
 
 #ifdef __cplusplus
 }

@@ -502,11 +502,10 @@ static mlp_status analytic_grads(mlp *net, const mlp_loss *loss, size_t batch, c
     return st;
 }
 
-mlp_status mlp_gradcheck(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
-                         const float *target, double *max_rel_err)
+mlp_status mlp_gradcheck_ex(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
+                            const float *target, mlp_gradcheck_result *result)
 {
-    if (!net || !x || !target || !max_rel_err || mlp_check_loss(loss) != MLP_OK ||
-        !batch_ok(net, batch))
+    if (!net || !x || !target || !result || mlp_check_loss(loss) != MLP_OK || !batch_ok(net, batch))
         return MLP_ERR_INVALID;
     size_t n = net->n_params, units = batch * total_units(net);
     size_t work_floats = 2 * n + 3 * batch * net->max_width;
@@ -521,15 +520,16 @@ mlp_status mlp_gradcheck(mlp *net, const mlp_loss *loss, size_t batch, const flo
     unsigned char *signs_plus = signs, *signs_minus = signs + units;
 
     mlp_status st = analytic_grads(net, loss, batch, x, target, saved, analytic);
-    double worst = 0.0, largest = 0.0;
+    mlp_gradcheck_result found = {0.0, 0, 0, 0, 0, 0.0};
     for (size_t i = 0; i < n; i++)
-        largest = fmax(largest, fabs(analytic[i]));
+        found.max_abs_grad = fmax(found.max_abs_grad, fabs(analytic[i]));
     for (size_t i = 0; i < n && st == MLP_OK; i++) {
         float *p = &net->params[i], w = *p;
         /* Shrink the step while it moves some pre-activation across zero:
          * across a kink the difference quotient measures nothing. */
         float h = GRADCHECK_STEP * fmaxf(1.0f, fabsf(w));
-        for (int attempt = 0; attempt < 3; attempt++, h *= 0.1f) {
+        bool compared = false;
+        for (int attempt = 0; attempt < 3 && !compared; attempt++, h *= 0.1f) {
             float w_plus = w + h, w_minus = w - h;
             *p = w_plus;
             double loss_plus = eval_loss(net, loss, batch, x, target, work, signs_plus);
@@ -546,15 +546,35 @@ mlp_status mlp_gradcheck(mlp *net, const mlp_loss *loss, size_t batch, const flo
             double numeric = (loss_plus - loss_minus) / step, a = analytic[i];
             double noise =
                 GRADCHECK_ROUNDING * FLT_EPSILON * fmax(fabs(loss_plus), fabs(loss_minus)) / step;
-            double scale = fmax(fmax(fabs(a), fabs(numeric)), fmax(1e-3 * largest, noise));
-            if (a != numeric)
-                worst = fmax(worst, fabs(a - numeric) / scale);
-            break;
+            double resolvable = fmax(1e-3 * found.max_abs_grad, noise);
+            double err = a == numeric
+                             ? 0.0
+                             : fabs(a - numeric) / fmax(fmax(fabs(a), fabs(numeric)), resolvable);
+            if (err > found.max_rel_err) {
+                found.max_rel_err = err;
+                found.worst_param = i;
+            }
+            found.resolved += fmax(fabs(a), fabs(numeric)) > noise;
+            compared = true;
         }
+        found.checked += compared;
+        found.skipped += !compared && st == MLP_OK;
     }
     mlp_dealloc(&net->allocator, buffer);
     mlp_dealloc(&net->allocator, signs);
     if (st == MLP_OK)
-        *max_rel_err = worst;
+        *result = found;
+    return st;
+}
+
+mlp_status mlp_gradcheck(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
+                         const float *target, double *max_rel_err)
+{
+    if (!max_rel_err)
+        return MLP_ERR_INVALID;
+    mlp_gradcheck_result result;
+    mlp_status st = mlp_gradcheck_ex(net, loss, batch, x, target, &result);
+    if (st == MLP_OK)
+        *max_rel_err = result.max_rel_err;
     return st;
 }

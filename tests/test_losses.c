@@ -1,0 +1,192 @@
+/* Losses: values against hand formulas, the fused sigmoid+BCE and
+ * softmax+cross-entropy paths at extreme logits, and double accumulation. */
+#include "helpers.h"
+
+/* A one-layer network whose output pre-activation is exactly the given
+ * logits: inputs 1 with x = 0, so z = b. */
+static mlp *logit_net(const mlp_activation *out, size_t outputs, const float *logits)
+{
+    mlp_layer layer = {outputs, out};
+    mlp_config cfg = {1, 1, &layer, 3, MLP_INIT_AUTO, NULL};
+    mlp *net;
+    assert_int_equal(mlp_create(&net, &cfg), MLP_OK);
+    float *p = mlp_params(net, NULL);
+    for (size_t o = 0; o < outputs; o++) {
+        p[o] = 0.0f;                /* W: (outputs, 1) */
+        p[outputs + o] = logits[o]; /* b */
+    }
+    return net;
+}
+
+/* Runs forward + backward on one sample and returns dL/db = dL/dz. */
+static float backward_logits(mlp *net, const mlp_loss *loss, const float *target, float *value,
+                             float *grad_z)
+{
+    const float x = 0.0f;
+    assert_int_equal(mlp_forward(net, 1, &x, NULL), MLP_OK);
+    assert_int_equal(mlp_backward(net, loss, target, value), MLP_OK);
+    size_t n, outputs = mlp_outputs(net);
+    const float *g = mlp_grads(net, &n);
+    memcpy(grad_z, g + outputs, outputs * sizeof(float));
+    mlp_zero_grad(net);
+    return grad_z[0];
+}
+
+static void test_bce_fused_exact_at_logits_100(void **state)
+{
+    (void)state;
+    const struct {
+        float logit, target;
+        double loss, grad;
+    } cases[] = {
+        /* loss = max(z,0) - t z + log(1 + e^-|z|); dL/dz = sigmoid(z) - t */
+        {100.0f, 0.0f, 100.0, 1.0},
+        {-100.0f, 1.0f, 100.0, -1.0},
+        {100.0f, 1.0f, 3.720075976020836e-44, -3.720075976020836e-44},
+        {-100.0f, 0.0f, 3.720075976020836e-44, 3.720075976020836e-44},
+        {0.0f, 1.0f, 0.6931471805599453, -0.5},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mlp *net = logit_net(&mlp_sigmoid, 1, &cases[i].logit);
+        float value, grad;
+        backward_logits(net, &mlp_bce, &cases[i].target, &value, &grad);
+        assert_close(value, cases[i].loss, 1e-6 * fmax(1.0, cases[i].loss));
+        assert_close(grad, cases[i].grad, 1e-7);
+        mlp_free(net);
+    }
+}
+
+static void test_cross_entropy_fused_exact_at_logits_100(void **state)
+{
+    (void)state;
+    const float logits[3] = {100.0f, -100.0f, 0.0f}, onehot[3] = {0.0f, 1.0f, 0.0f};
+    mlp *net = logit_net(&mlp_softmax, 3, logits);
+    float value, grad[3];
+    backward_logits(net, &mlp_cross_entropy, onehot, &value, grad);
+    /* lse(z) - z_1 = 100 + log(1 + e^-100 + e^-200) + 100 */
+    assert_close(value, 200.0, 1e-4);
+    /* p - t with p = (1, e^-200, e^-100) */
+    assert_close(grad[0], 1.0, 1e-7);
+    assert_close(grad[1], -1.0, 1e-7);
+    assert_close(grad[2], 0.0, 1e-7);
+    mlp_free(net);
+}
+
+/* A copy of the sigmoid vtable is a different object, so the loss takes the
+ * generic path: dL/dy then the activation's backward. Both agree where the
+ * generic path is accurate. */
+static void test_fused_and_generic_paths_agree(void **state)
+{
+    (void)state;
+    mlp_activation sigmoid_copy = mlp_sigmoid;
+    const float logits[4] = {-3.0f, -0.5f, 0.7f, 4.0f}, targets[4] = {0.0f, 1.0f, 0.3f, 1.0f};
+    for (int i = 0; i < 4; i++) {
+        mlp *fused = logit_net(&mlp_sigmoid, 1, &logits[i]);
+        mlp *generic = logit_net(&sigmoid_copy, 1, &logits[i]);
+        float v1, v2, g1, g2;
+        backward_logits(fused, &mlp_bce, &targets[i], &v1, &g1);
+        backward_logits(generic, &mlp_bce, &targets[i], &v2, &g2);
+        assert_close(v1, v2, 1e-5);
+        assert_close(g1, g2, 1e-5);
+        mlp_free(fused);
+        mlp_free(generic);
+    }
+}
+
+static void test_mse_is_mean_over_elements(void **state)
+{
+    (void)state;
+    const float y[4] = {1.0f, 2.0f, 3.0f, 4.0f}, t[4] = {0.0f, 2.0f, 5.0f, 3.0f};
+    float grad[4];
+    double value = mlp_mse.loss(&mlp_mse, 2, 2, y, t, grad);
+    assert_close(value, (1.0 + 0.0 + 4.0 + 1.0) / 4.0, 1e-12);
+    const double expected[4] = {0.5, 0.0, -1.0, 0.5}; /* 2 (y - t) / 4 */
+    for (int i = 0; i < 4; i++)
+        assert_close(grad[i], expected[i], 1e-7);
+}
+
+static void test_bce_and_cross_entropy_generic_values(void **state)
+{
+    (void)state;
+    const float y[2] = {0.8f, 0.25f}, t[2] = {1.0f, 0.0f};
+    float grad[2];
+    double bce = mlp_bce.loss(&mlp_bce, 2, 1, y, t, grad);
+    assert_close(bce, -(log(0.8) + log(0.75)) / 2.0, 1e-6);
+    assert_close(grad[0], -1.0 / 0.8 / 2.0, 1e-5); /* (p - t) / (p (1 - p)) / n */
+    assert_close(grad[1], 1.0 / 0.75 / 2.0, 1e-5);
+
+    const float p[6] = {0.7f, 0.2f, 0.1f, 0.1f, 0.1f, 0.8f},
+                onehot[6] = {1.0f, 0.0f, 0.0f, 0.0f, 0.0f, 1.0f};
+    double ce = mlp_cross_entropy.loss(&mlp_cross_entropy, 2, 3, p, onehot, NULL);
+    assert_close(ce, -(log(0.7) + log(0.8)) / 2.0, 1e-6);
+}
+
+/* Unfused probabilities of exactly 0 or 1 are clamped: the loss stays
+ * finite (and large) instead of inf. */
+static void test_generic_paths_clamp_probabilities(void **state)
+{
+    (void)state;
+    const float y[2] = {0.0f, 1.0f}, t[2] = {1.0f, 0.0f};
+    float grad[2];
+    double bce = mlp_bce.loss(&mlp_bce, 1, 2, y, t, grad);
+    assert_true(isfinite(bce) && bce > 15.0);
+    assert_true(isfinite(grad[0]) && isfinite(grad[1]));
+    double ce = mlp_cross_entropy.loss(&mlp_cross_entropy, 1, 2, y, t, grad);
+    assert_true(isfinite(ce) && ce > 15.0);
+}
+
+/* One squared error of 1e8 followed by 2^20 errors of 1e-2: a float sum
+ * stays at 1e8 (its ulp there is 8), a double one reaches 1e8 + 10485.76. */
+static void test_loss_accumulates_in_double(void **state)
+{
+    (void)state;
+    size_t n = ((size_t)1 << 20) + 1;
+    float *y = calloc(n, sizeof *y), *t = calloc(n, sizeof *t);
+    assert_non_null(y);
+    assert_non_null(t);
+    y[0] = 1e4f;
+    for (size_t i = 1; i < n; i++)
+        y[i] = 0.1f;
+    double value = mlp_mse.loss(&mlp_mse, n, 1, y, t, NULL);
+    double tail = (double)(n - 1) * (double)0.1f * (double)0.1f;
+    assert_close(value * (double)n, 1e8 + tail, 1.0);
+    free(y);
+    free(t);
+}
+
+static void test_backward_reports_batch_mean_loss(void **state)
+{
+    (void)state;
+    /* Two samples through an identity layer y = x (W = 1, b = 0). */
+    mlp_layer layer = {1, &mlp_identity};
+    mlp_config cfg = {1, 1, &layer, 3, MLP_INIT_AUTO, NULL};
+    mlp *net;
+    assert_int_equal(mlp_create(&net, &cfg), MLP_OK);
+    float *p = mlp_params(net, NULL);
+    p[0] = 1.0f;
+    p[1] = 0.0f;
+    const float x[2] = {1.0f, 3.0f}, t[2] = {0.0f, 0.0f};
+    float value;
+    assert_int_equal(mlp_forward(net, 2, x, NULL), MLP_OK);
+    assert_int_equal(mlp_backward(net, &mlp_mse, t, &value), MLP_OK);
+    assert_close(value, 5.0, 1e-6); /* (1 + 9) / 2 */
+    const float *g = mlp_grads(net, NULL);
+    assert_close(g[0], 10.0, 1e-5); /* dW = sum 2 y x / 2 = (2 + 18) / 2 */
+    assert_close(g[1], 4.0, 1e-5);  /* db = sum 2 y / 2 = (2 + 6) / 2 */
+    mlp_free(net);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bce_fused_exact_at_logits_100),
+        cmocka_unit_test(test_cross_entropy_fused_exact_at_logits_100),
+        cmocka_unit_test(test_fused_and_generic_paths_agree),
+        cmocka_unit_test(test_mse_is_mean_over_elements),
+        cmocka_unit_test(test_bce_and_cross_entropy_generic_values),
+        cmocka_unit_test(test_generic_paths_clamp_probabilities),
+        cmocka_unit_test(test_loss_accumulates_in_double),
+        cmocka_unit_test(test_backward_reports_batch_mean_loss),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
