@@ -9,7 +9,9 @@
  *   xor --relu-on-output
  *                       reproduce cause 2: ReLU derivative taken on the
  *                       output as `a >= 0` (always true)
- * The two reproductions combine, and work with --sweep. */
+ *   xor --bias B        start the ReLU layers' biases at B instead of the
+ *                       library's MLP_RELU_BIAS_INIT
+ * The options combine, and work with --sweep. */
 #include <mlp.h>
 
 #include <math.h>
@@ -36,8 +38,13 @@ static void relu_backward_on_output(const mlp_activation *self, size_t rows, siz
 }
 
 typedef struct options {
-    int tiny_init, relu_on_output, sweep, seed;
+    int tiny_init, relu_on_output, sweep, seed, set_bias;
+    float bias;
 } options;
+
+/* Layout of the parameters (mlp.h, mlp_create): W1 (3x2), b1 (3),
+ * W2 (3x3), b2 (3), W3 (1x3), b3 (1): where each layer's biases start. */
+static const size_t bias_offset[3] = {6, 18, 24}, bias_count[3] = {3, 3, 1};
 
 /* The original initialisation: every weight randn * 0.001, biases 0. */
 static void tiny_init(mlp *net, unsigned seed)
@@ -49,17 +56,15 @@ static void tiny_init(mlp *net, unsigned seed)
         double u1 = (rand() + 1.0) / (RAND_MAX + 2.0), u2 = rand() / (RAND_MAX + 1.0);
         p[i] = (float)(0.001 * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
     }
-    /* Layout: W1 (3x2), b1 (3), W2 (3x3), b2 (3), W3 (1x3), b3 (1). */
-    const size_t bias_at[3][2] = {{6, 3}, {18, 3}, {24, 1}};
     for (int l = 0; l < 3; l++)
-        memset(p + bias_at[l][0], 0, bias_at[l][1] * sizeof(float));
+        memset(p + bias_offset[l], 0, bias_count[l] * sizeof(float));
 }
 
 /* What the first step's gradient looks like, layer by layer, and whether it
  * is the true gradient: mlp_gradcheck compares it with finite differences. */
 static void report_gradients(mlp *net)
 {
-    static const size_t sizes[3][2] = {{6, 3}, {9, 3}, {3, 1}}; /* W, b per layer */
+    static const size_t weights[3] = {6, 9, 3};
     mlp_status st = mlp_forward(net, 4, inputs, NULL);
     if (st == MLP_OK)
         st = mlp_backward(net, &mlp_bce, targets, NULL);
@@ -71,10 +76,10 @@ static void report_gradients(mlp *net)
     printf("first-step gradient, mean |dW| per layer:");
     for (int l = 0; l < 3; l++) {
         double sum = 0.0;
-        for (size_t i = 0; i < sizes[l][0]; i++)
+        for (size_t i = 0; i < weights[l]; i++)
             sum += fabs(g[i]);
-        printf(" %.3g", sum / (double)sizes[l][0]);
-        g += sizes[l][0] + sizes[l][1];
+        printf(" %.3g", sum / (double)weights[l]);
+        g += weights[l] + bias_count[l];
     }
     mlp_zero_grad(net);
     mlp_gradcheck_result check;
@@ -110,6 +115,9 @@ static int train(const options *opt, int seed, float *costs, float *cost, float 
     }
     if (opt->tiny_init)
         tiny_init(net, (unsigned)seed);
+    for (int l = 0; opt->set_bias && l < 2; l++)
+        for (size_t i = 0; i < bias_count[l]; i++)
+            mlp_params(net, NULL)[bias_offset[l] + i] = opt->bias;
 
     if (costs)
         report_gradients(net);
@@ -202,19 +210,23 @@ static int run_sweep(const options *opt)
 
 int main(int argc, char **argv)
 {
-    options opt = {0, 0, 0, 1};
+    options opt = {0, 0, 0, 1, 0, 0.0f};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tiny-init"))
             opt.tiny_init = 1;
         else if (!strcmp(argv[i], "--relu-on-output"))
             opt.relu_on_output = 1;
+        else if (!strcmp(argv[i], "--bias") && i + 1 < argc)
+            opt.set_bias = 1, opt.bias = strtof(argv[++i], NULL);
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
             opt.seed = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sweep"))
             opt.sweep = i + 1 < argc && argv[i + 1][0] != '-' ? atoi(argv[++i]) : 200;
         else {
-            fprintf(stderr, "usage: %s [--seed N] [--sweep [N]] [--tiny-init] [--relu-on-output]\n",
-                    argv[0]);
+            fprintf(
+                stderr,
+                "usage: %s [--seed N] [--sweep [N]] [--tiny-init] [--relu-on-output] [--bias B]\n",
+                argv[0]);
             return 1;
         }
     }

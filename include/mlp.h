@@ -340,13 +340,13 @@ typedef enum mlp_optimizer_kind {
  * than the previous step restarts it. */
 typedef struct mlp_optimizer {
     mlp_optimizer_kind kind;
-    double learning_rate; /* > 0 */
+    double learning_rate; /* in (0, 1e6] */
     double momentum;      /* MOMENTUM, NESTEROV: mu in [0, 1) */
-    double beta1, beta2;  /* ADAM, ADAMW: in [0, 1) */
+    double beta1, beta2;  /* ADAM, ADAMW: each in [0, 1) */
     double rho;           /* RMSPROP: in [0, 1) */
-    double epsilon;       /* RMSPROP, ADAM, ADAMW: > 0 */
-    double weight_decay;  /* >= 0; L2 (coupled), decoupled for ADAMW */
-    double clip_norm;     /* > 0: global gradient-norm clip; 0: off */
+    double epsilon;       /* RMSPROP, ADAM, ADAMW: in (0, 1] */
+    double weight_decay;  /* in [0, 1e6]; L2 (coupled), decoupled for ADAMW */
+    double clip_norm;     /* in (0, 1e30]: global gradient-norm clip; 0: off */
 } mlp_optimizer;
 
 /* Documented defaults, for each kind (PyTorch's, except RMSProp's lr):
@@ -364,7 +364,7 @@ MLP_API mlp_optimizer mlp_optimizer_default(mlp_optimizer_kind kind);
 /* Applies the accumulated gradients with `opt`, then clears them. Ends any
  * pending forward (its cached activations no longer match the weights).
  * Returns MLP_ERR_INVALID (NULL argument, unknown kind, a hyperparameter
- * out of its range or not finite), MLP_ERR_STATE (no backward since the
+ * the kind uses outside its range above, or NaN), MLP_ERR_STATE (no backward since the
  * last step or mlp_zero_grad), MLP_ERR_NOMEM (first step of a kind that
  * needs state). On error nothing changes: no weight, gradient or moment is
  * updated. */

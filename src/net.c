@@ -268,9 +268,11 @@ static float *cached_a(const mlp *net, const mlp_dense *d)
 
 mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
 {
-    if (!net || !x || !batch_ok(net, batch))
+    if (!net)
         return MLP_ERR_INVALID;
-    net->forward_pending = false;
+    net->forward_pending = false; /* on any error, as documented */
+    if (!x || !batch_ok(net, batch))
+        return MLP_ERR_INVALID;
     if (!mlp_all_finite(x, batch * net->inputs))
         return MLP_ERR_NONFINITE;
     mlp_status st = reserve_cache(net, batch);
@@ -370,7 +372,9 @@ mlp_status mlp_backward(mlp *net, const mlp_loss *loss, const float *target, flo
     double value =
         mlp_loss_eval(loss, last->activation, net->batch, last->units, cached_z(net, last),
                       cached_a(net, last), target, net->grad_a, &fused);
-    if (!isfinite(value))
+    /* dL/dy is checked itself: an activation derivative of 0 (ReLU at
+     * z <= 0) would hide a NaN from the parameter gradients. */
+    if (!isfinite(value) || !mlp_all_finite(net->grad_a, n_out))
         return MLP_ERR_NONFINITE;
     if (fused)
         memcpy(net->grad_z, net->grad_a, n_out * sizeof(float));
@@ -499,6 +503,7 @@ static mlp_status analytic_grads(mlp *net, const mlp_loss *loss, size_t batch, c
     memcpy(analytic, net->grads, net->n_params * sizeof(float));
     memcpy(net->grads, saved, net->n_params * sizeof(float));
     net->grads_pending = pending;
+    net->forward_pending = false; /* even if backward failed and kept it */
     return st;
 }
 

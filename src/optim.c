@@ -124,8 +124,12 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
     float wd = opt->kind == MLP_OPT_ADAMW ? 0.0f : (float)opt->weight_decay;
     float decay =
         opt->kind == MLP_OPT_ADAMW ? (float)(1.0 - opt->learning_rate * opt->weight_decay) : 1.0f;
-    float mu = (float)opt->momentum, rho = (float)opt->rho, eps = (float)opt->epsilon;
-    float b1 = (float)opt->beta1, b2 = (float)opt->beta2;
+    float mu = (float)opt->momentum, eps = (float)opt->epsilon;
+    /* Each decay and its complement rounded from double separately, so the
+     * complement of beta2 = 0.999 is not 1 - (float)0.999. */
+    float rho = (float)opt->rho, one_minus_rho = (float)(1.0 - opt->rho);
+    float b1 = (float)opt->beta1, one_minus_b1 = (float)(1.0 - opt->beta1);
+    float b2 = (float)opt->beta2, one_minus_b2 = (float)(1.0 - opt->beta2);
     /* Adam's bias corrections folded into two constants (Kingma & Ba, end
      * of section 2): w -= lr_t m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
     double t_d = (double)t;
@@ -147,14 +151,14 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
             w[i] -= lr * (g + mu * m[i]);
             break;
         case MLP_OPT_RMSPROP:
-            m[i] = rho * m[i] + (1.0f - rho) * g * g;
+            m[i] = rho * m[i] + one_minus_rho * g * g;
             w[i] -= lr * g / (sqrtf(m[i]) + eps);
             break;
         case MLP_OPT_ADAM:
         case MLP_OPT_ADAMW:
             w[i] *= decay;
-            m[i] = b1 * m[i] + (1.0f - b1) * g;
-            v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+            m[i] = b1 * m[i] + one_minus_b1 * g;
+            v[i] = b2 * v[i] + one_minus_b2 * g * g;
             w[i] -= lr_t * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
             break;
         }

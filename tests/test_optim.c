@@ -39,8 +39,7 @@ static const float step_grad_y[N_STEPS][BATCH] = {
 };
 
 static const mlp_optimizer_kind all_kinds[] = {
-    MLP_OPT_SGD,     MLP_OPT_MOMENTUM, MLP_OPT_NESTEROV,
-    MLP_OPT_RMSPROP, MLP_OPT_ADAM,     MLP_OPT_ADAMW,
+    MLP_OPT_SGD, MLP_OPT_MOMENTUM, MLP_OPT_NESTEROV, MLP_OPT_RMSPROP, MLP_OPT_ADAM, MLP_OPT_ADAMW,
 };
 #define N_KINDS (sizeof all_kinds / sizeof all_kinds[0])
 
@@ -49,11 +48,8 @@ static const mlp_optimizer_kind all_kinds[] = {
 static mlp *new_net(const mlp_allocator *allocator)
 {
     const mlp_layer layer = {1, &mlp_identity};
-    const mlp_config cfg = {.inputs = N_INPUTS,
-                            .n_layers = 1,
-                            .layers = &layer,
-                            .seed = 7,
-                            .allocator = allocator};
+    const mlp_config cfg = {
+        .inputs = N_INPUTS, .n_layers = 1, .layers = &layer, .seed = 7, .allocator = allocator};
     mlp *net = NULL;
     assert_int_equal(mlp_create(&net, &cfg), MLP_OK);
     size_t count = 0;
@@ -523,7 +519,7 @@ static void test_optimizer_default_matches_documented_values_for_every_kind(void
         mlp_optimizer_kind kind;
         double learning_rate, weight_decay;
     } documented[] = {
-        {MLP_OPT_SGD, 0.01, 0.0},     {MLP_OPT_MOMENTUM, 0.01, 0.0}, {MLP_OPT_NESTEROV, 0.01, 0.0},
+        {MLP_OPT_SGD, 0.01, 0.0},      {MLP_OPT_MOMENTUM, 0.01, 0.0}, {MLP_OPT_NESTEROV, 0.01, 0.0},
         {MLP_OPT_RMSPROP, 0.001, 0.0}, {MLP_OPT_ADAM, 0.001, 0.0},    {MLP_OPT_ADAMW, 0.001, 0.01},
     };
     for (size_t k = 0; k < sizeof documented / sizeof documented[0]; k++) {
