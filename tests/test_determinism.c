@@ -3,7 +3,6 @@
  * documented He/Xavier variances; mlp_predict reproduces mlp_forward. */
 #include "helpers.h"
 
-
 /* The training network: 4 -> 16 relu -> 16 tanh -> 3 softmax. */
 #define INPUTS 4
 #define CLASSES 3
@@ -142,7 +141,10 @@ static void assert_layer_init(const float *w, size_t fan_in, size_t units, doubl
         assert_memory_equal(&b[o], &bias, sizeof bias);
 }
 
-static double he_variance(size_t fan_in) { return 2.0 / (double)fan_in; }
+static double he_variance(size_t fan_in)
+{
+    return 2.0 / (double)fan_in;
+}
 
 static double xavier_variance(size_t fan_in, size_t fan_out)
 {

@@ -41,7 +41,10 @@ static mlp *create_with(const mlp_allocator *allocator)
     return net;
 }
 
-static mlp *create_small(void) { return create_with(NULL); }
+static mlp *create_small(void)
+{
+    return create_with(NULL);
+}
 
 /* Inputs and targets for `batch` samples, the same on every call. */
 static void fill_data(size_t batch, float *x, float *target)
@@ -152,8 +155,8 @@ static double huge_gradient_loss(const mlp_loss *self, size_t rows, size_t cols,
 static const mlp_loss nan_gradient = {MLP_LOSS_ABI, "nan_gradient", nan_gradient_loss,
                                       NULL,         NULL,           NULL};
 static const mlp_loss nan_value = {MLP_LOSS_ABI, "nan_value", nan_value_loss, NULL, NULL, NULL};
-static const mlp_loss huge_gradient = {MLP_LOSS_ABI, "huge_gradient", huge_gradient_loss,
-                                       NULL,         NULL,            NULL};
+static const mlp_loss huge_gradient = {
+    MLP_LOSS_ABI, "huge_gradient", huge_gradient_loss, NULL, NULL, NULL};
 
 /* ---- mlp_create ------------------------------------------------------- */
 
@@ -739,11 +742,11 @@ static void test_backward_overflowing_gradient_on_accumulated_grads_is_nonfinite
     assert_refused_when_accumulated(&huge_gradient);
 }
 
-/* A NaN dL/dy is refused even where the output activation's derivative is 0
- * (ReLU at z <= 0) and would hide it from the parameter gradients. */
-static void test_backward_nan_loss_gradient_behind_relu_is_nonfinite(void **state)
+/* A network whose ReLU output is 0 on every sample (z < 0), so its
+ * derivative is 0 everywhere and would hide a NaN dL/dy from the parameter
+ * gradients; x, target filled, forward pending. */
+static mlp *create_dead_relu_output(float *x, float *target)
 {
-    (void)state;
     const mlp_layer layers[] = {{HIDDEN, &mlp_tanh}, {OUTPUTS, &mlp_relu}};
     mlp_config cfg = small_config();
     cfg.layers = layers;
@@ -751,13 +754,20 @@ static void test_backward_nan_loss_gradient_behind_relu_is_nonfinite(void **stat
     assert_int_equal(mlp_create(&net, &cfg), MLP_OK);
     size_t n = 0;
     float *params = mlp_params(net, &n);
-    /* Output biases (the last OUTPUTS params) far below any W a: z < 0. */
+    /* Output biases (the last OUTPUTS params) far below any W a. */
     fill_floats(params + n - OUTPUTS, OUTPUTS, -100.0f);
-    float x[BATCH * INPUTS], target[BATCH * OUTPUTS], y[BATCH * OUTPUTS];
-    float loss_out = SENTINEL_FLOAT;
+    float y[BATCH * OUTPUTS];
     fill_data(BATCH, x, target);
     assert_int_equal(mlp_forward(net, BATCH, x, y), MLP_OK);
     assert_all_equal(y, BATCH * OUTPUTS, 0.0f);
+    return net;
+}
+
+static void test_backward_nan_loss_gradient_behind_relu_is_nonfinite(void **state)
+{
+    (void)state;
+    float x[BATCH * INPUTS], target[BATCH * OUTPUTS], loss_out = SENTINEL_FLOAT;
+    mlp *net = create_dead_relu_output(x, target);
     snapshot s = take_snapshot(net);
     assert_int_equal(mlp_backward(net, &nan_gradient, target, &loss_out), MLP_ERR_NONFINITE);
     assert_true(loss_out == SENTINEL_FLOAT);
@@ -818,6 +828,24 @@ static void test_backward_grad_nan_is_nonfinite(void **state)
     assert_int_equal(mlp_backward_grad(p.net, grad_y), MLP_ERR_NONFINITE);
     pending_check_kept(&p);
     pending_teardown(&p);
+}
+
+static void test_backward_grad_nan_behind_relu_is_nonfinite(void **state)
+{
+    (void)state;
+    float x[BATCH * INPUTS], target[BATCH * OUTPUTS], grad_y[BATCH * OUTPUTS];
+    mlp *net = create_dead_relu_output(x, target);
+    snapshot s = take_snapshot(net);
+    fill_floats(grad_y, BATCH * OUTPUTS, 0.5f);
+    grad_y[0] = NAN;
+    assert_int_equal(mlp_backward_grad(net, grad_y), MLP_ERR_NONFINITE);
+    assert_unchanged(net, &s);
+    mlp_optimizer sgd = mlp_optimizer_default(MLP_OPT_SGD);
+    assert_int_equal(mlp_step(net, &sgd), MLP_ERR_STATE);
+    grad_y[0] = 0.5f;
+    assert_int_equal(mlp_backward_grad(net, grad_y), MLP_OK);
+    drop_snapshot(&s);
+    mlp_free(net);
 }
 
 /* ---- mlp_step --------------------------------------------------------- */
@@ -965,17 +993,25 @@ static void test_gradcheck_null_args_is_invalid(void **state)
     no_name.name = NULL;
     assert_int_equal(mlp_gradcheck(NULL, &mlp_mse, BATCH, p.x, p.target, &err), MLP_ERR_INVALID);
     assert_int_equal(mlp_gradcheck(p.net, NULL, BATCH, p.x, p.target, &err), MLP_ERR_INVALID);
-    assert_int_equal(mlp_gradcheck(p.net, &no_name, BATCH, p.x, p.target, &err),
-                     MLP_ERR_INVALID);
+    assert_int_equal(mlp_gradcheck(p.net, &no_name, BATCH, p.x, p.target, &err), MLP_ERR_INVALID);
     assert_int_equal(mlp_gradcheck(p.net, &mlp_mse, 0, p.x, p.target, &err), MLP_ERR_INVALID);
     assert_int_equal(mlp_gradcheck(p.net, &mlp_mse, MLP_MAX_BATCH + 1, p.x, p.target, &err),
                      MLP_ERR_INVALID);
-    assert_int_equal(mlp_gradcheck(p.net, &mlp_mse, BATCH, NULL, p.target, &err),
-                     MLP_ERR_INVALID);
+    assert_int_equal(mlp_gradcheck(p.net, &mlp_mse, BATCH, NULL, p.target, &err), MLP_ERR_INVALID);
     assert_int_equal(mlp_gradcheck(p.net, &mlp_mse, BATCH, p.x, NULL, &err), MLP_ERR_INVALID);
-    assert_int_equal(mlp_gradcheck(p.net, &mlp_mse, BATCH, p.x, p.target, NULL),
-                     MLP_ERR_INVALID);
+    assert_int_equal(mlp_gradcheck(p.net, &mlp_mse, BATCH, p.x, p.target, NULL), MLP_ERR_INVALID);
     assert_true(err == SENTINEL_DOUBLE);
+    pending_check_kept(&p);
+    pending_teardown(&p);
+}
+
+static void test_gradcheck_ex_null_result_is_invalid(void **state)
+{
+    (void)state;
+    pending p;
+    pending_setup(&p);
+    assert_int_equal(mlp_gradcheck_ex(p.net, &mlp_mse, BATCH, p.x, p.target, NULL),
+                     MLP_ERR_INVALID);
     pending_check_kept(&p);
     pending_teardown(&p);
 }
@@ -987,8 +1023,7 @@ static void assert_gradcheck_refuses(const float *x, const float *target)
     pending p;
     pending_setup(&p);
     double err = SENTINEL_DOUBLE;
-    assert_int_equal(mlp_gradcheck(p.net, &mlp_mse, BATCH, x, target, &err),
-                     MLP_ERR_NONFINITE);
+    assert_int_equal(mlp_gradcheck(p.net, &mlp_mse, BATCH, x, target, &err), MLP_ERR_NONFINITE);
     assert_true(err == SENTINEL_DOUBLE);
     assert_unchanged(p.net, &p.before);
     assert_int_equal(mlp_backward(p.net, &mlp_mse, p.target, NULL), MLP_ERR_STATE);
@@ -1440,6 +1475,7 @@ int main(void)
         cmocka_unit_test(test_backward_grad_null_args_is_invalid),
         cmocka_unit_test(test_backward_grad_without_forward_is_state),
         cmocka_unit_test(test_backward_grad_nan_is_nonfinite),
+        cmocka_unit_test(test_backward_grad_nan_behind_relu_is_nonfinite),
         cmocka_unit_test(test_step_null_args_is_invalid),
         cmocka_unit_test(test_step_without_backward_is_state),
         cmocka_unit_test(test_step_bad_hyperparameters_is_invalid),
@@ -1447,6 +1483,7 @@ int main(void)
         cmocka_unit_test(test_predict_bad_batch_is_invalid),
         cmocka_unit_test(test_predict_nan_input_is_nonfinite),
         cmocka_unit_test(test_gradcheck_null_args_is_invalid),
+        cmocka_unit_test(test_gradcheck_ex_null_result_is_invalid),
         cmocka_unit_test(test_gradcheck_nan_input_is_nonfinite),
         cmocka_unit_test(test_gradcheck_nan_target_is_nonfinite),
         cmocka_unit_test(test_gradcheck_success_leaves_params_and_grads_unchanged),

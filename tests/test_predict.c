@@ -114,7 +114,7 @@ typedef struct worker {
     const mlp *net;
     const float *x;
     float y[BATCH_LARGE * 4];
-    int status;
+    mlp_status status;
 } worker;
 
 static void *predict_worker(void *arg)
