@@ -55,6 +55,27 @@ static inline void test_assert_close(double actual, double expected, double tol,
     }
 }
 
+/* The seed bug: ReLU's derivative as the original program wrote it, on the
+ * activation output, `a >= 0` — always true, so backprop treats ReLU as
+ * linear. */
+static inline void test_relu_backward_on_output(const mlp_activation *self, size_t rows,
+                                                size_t cols, const float *z, const float *a,
+                                                const float *grad_a, float *grad_z)
+{
+    (void)self, (void)z;
+    for (size_t i = 0; i < rows * cols; i++)
+        grad_z[i] = a[i] >= 0.0f ? grad_a[i] : 0.0f;
+}
+
+/* mlp_relu with that backward. */
+static inline mlp_activation test_relu_seed_bug(void)
+{
+    mlp_activation buggy = mlp_relu;
+    buggy.name = "relu_a_ge_0";
+    buggy.backward = test_relu_backward_on_output;
+    return buggy;
+}
+
 /* Counts live allocations and fails the allocation numbered fail_at
  * (1-based; 0 never fails). */
 typedef struct test_allocator {

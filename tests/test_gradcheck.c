@@ -181,20 +181,6 @@ static void test_losses_unfused(void **state)
 
 /* ---- the seed bug ------------------------------------------------------ */
 
-/* ReLU's derivative as the original program wrote it: on the activation
- * output, `a >= 0`, which is always true — backprop treats ReLU as linear. */
-static void relu_backward_on_output(const mlp_activation *self, size_t rows, size_t cols,
-                                    const float *z, const float *a, const float *grad_a,
-                                    float *grad_z)
-{
-    (void)self, (void)z;
-    for (size_t i = 0; i < rows * cols; i++)
-        grad_z[i] = a[i] >= 0.0f ? grad_a[i] : 0.0f;
-}
-
-static const mlp_activation relu_seed_bug = {MLP_ACTIVATION_ABI,      "relu_a_ge_0", NULL,
-                                             relu_backward_on_output, MLP_INIT_HE,   NULL};
-
 static double xor_gradcheck(const mlp_activation *hidden, uint64_t seed, bool *negative)
 {
     static const float x[8] = {0, 0, 0, 1, 1, 0, 1, 1}, t[4] = {0, 1, 1, 0};
@@ -219,8 +205,7 @@ static double xor_gradcheck(const mlp_activation *hidden, uint64_t seed, bool *n
 static void test_gradcheck_rejects_relu_derivative_on_output(void **state)
 {
     (void)state;
-    mlp_activation buggy = relu_seed_bug;
-    buggy.forward = mlp_relu.forward;
+    mlp_activation buggy = test_relu_seed_bug();
     int rejected = 0;
     for (uint64_t seed = 1; seed <= 20; seed++) {
         bool negative_buggy, negative_real;
@@ -245,8 +230,7 @@ static void test_gradcheck_rejects_relu_derivative_on_output(void **state)
 static void test_seed_bug_invisible_without_negative_preactivations(void **state)
 {
     (void)state;
-    mlp_activation buggy = relu_seed_bug;
-    buggy.forward = mlp_relu.forward;
+    mlp_activation buggy = test_relu_seed_bug();
     mlp_layer layers[2] = {{4, &buggy}, {1, &mlp_identity}};
     mlp_config cfg = {2, 2, layers, 7, MLP_INIT_AUTO, NULL};
     mlp *net;

@@ -49,20 +49,10 @@ static void test_xor_converges_for_70_percent_of_seeds(void **state)
  * randn * 0.001 with zero biases, and ReLU's derivative written on the
  * output as `a >= 0`. Its cost must sit at ln 2 with every output 0.5 —
  * the symptom the library's defaults and checks exist to prevent. */
-static void relu_backward_on_output(const mlp_activation *self, size_t rows, size_t cols,
-                                    const float *z, const float *a, const float *grad_a,
-                                    float *grad_z)
-{
-    (void)self, (void)z;
-    for (size_t i = 0; i < rows * cols; i++)
-        grad_z[i] = a[i] >= 0.0f ? grad_a[i] : 0.0f;
-}
-
 static void test_original_mistakes_stall_at_ln2(void **state)
 {
     (void)state;
-    mlp_activation relu_bug = mlp_relu;
-    relu_bug.backward = relu_backward_on_output;
+    mlp_activation relu_bug = test_relu_seed_bug();
     const mlp_layer layers[3] = {{3, &relu_bug}, {3, &relu_bug}, {1, &mlp_sigmoid}};
     const mlp_config cfg = {2, 3, layers, 1, MLP_INIT_AUTO, NULL};
     mlp *net;
