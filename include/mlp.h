@@ -370,6 +370,11 @@ MLP_API mlp_optimizer mlp_optimizer_default(mlp_optimizer_kind kind);
  * updated. */
 MLP_API mlp_status mlp_step(mlp *net, const mlp_optimizer *opt);
 
+/* Drops the optimizer state (moments and step count) and frees its memory:
+ * the next step starts fresh, and mlp_save then writes weights only.
+ * Returns MLP_ERR_INVALID for a NULL net. */
+MLP_API mlp_status mlp_reset_optimizer(mlp *net);
+
 /* ------------------------------------------------------------------------ */
 /* Inference                                                                */
 /* ------------------------------------------------------------------------ */
@@ -443,6 +448,71 @@ typedef struct mlp_gradcheck_result {
  * gradient is all zeros. Same arguments, effects and statuses. */
 MLP_API mlp_status mlp_gradcheck_ex(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
                                     const float *target, mlp_gradcheck_result *result);
+
+/* ------------------------------------------------------------------------ */
+/* Model files                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* A model file holds the shapes, the activation names, the parameters and,
+ * if the network has any, the optimizer state and step count, so training
+ * resumes exactly where it stopped (accumulated gradients and a pending
+ * forward are not saved). It is little-endian on every platform, versioned,
+ * and ends with a CRC-32 of everything before it; docs/model-format.md
+ * specifies it byte by byte. A file written by any version of libmlp is
+ * read by every later one; a newer format is refused with MLP_ERR_FORMAT. */
+
+/* The longest activation name a model file may hold. */
+#define MLP_MAX_NAME 64
+
+#define MLP_LOAD_OPTIONS_ABI 1u
+
+typedef struct mlp_load_options {
+    uint32_t abi_version;           /* MLP_LOAD_OPTIONS_ABI */
+    const mlp_allocator *allocator; /* for the loaded network; NULL: malloc/free */
+    /* Maps an activation name from the file to a vtable, for networks with
+     * user-defined activations; asked first, for every layer. Returning
+     * NULL falls back to the built-ins (mlp_activation_by_name). May be
+     * NULL. The vtable must outlive the loaded network. */
+    const mlp_activation *(*resolve)(void *opaque, const char *name);
+    void *resolve_opaque;
+} mlp_load_options;
+
+/* The built-in activation called `name` ("relu", "softmax", ...), or NULL.
+ * Thread-safe. */
+MLP_API const mlp_activation *mlp_activation_by_name(const char *name);
+
+/* Writes the network to `path` atomically: a temporary file in the same
+ * directory is written, flushed and fsync'ed, renamed over `path`, and the
+ * directory is fsync'ed. On any failure the previous file at `path` is
+ * untouched and no temporary file is left behind.
+ * Returns MLP_ERR_INVALID (NULL argument, empty path), MLP_ERR_IO (any
+ * file operation failed; errno is that of the failing call), MLP_ERR_NOMEM.
+ * Reads the network only: safe alongside mlp_predict on the same network. */
+MLP_API mlp_status mlp_save(const mlp *net, const char *path);
+
+/* Loads a network saved by mlp_save / mlp_save_buffer. opt may be NULL.
+ * Every count and size is checked against the MLP_MAX_* limits before
+ * anything is allocated, and every read is bounds-checked: a corrupt,
+ * truncated or forged file cannot cause a crash or a huge allocation.
+ * On success *out owns a new network (release with mlp_free); on error
+ * *out is untouched and nothing is leaked.
+ * Returns MLP_ERR_INVALID (NULL out or path, bad options, a resolver
+ * returning a refused vtable), MLP_ERR_IO (open/read failed; errno kept),
+ * MLP_ERR_FORMAT (not a model file, corrupt, truncated, checksum mismatch,
+ * newer format, non-finite parameters), MLP_ERR_ACTIVATION (a name nothing
+ * resolves), MLP_ERR_NOMEM. Thread-safe. */
+MLP_API mlp_status mlp_load(mlp **out, const char *path, const mlp_load_options *opt);
+
+/* The same format in memory. With buf NULL only the size is computed. The
+ * size is always stored in *len. If cap is too small, returns
+ * MLP_ERR_INVALID with buf untouched. Returns MLP_ERR_INVALID also for a
+ * NULL net or len. Reads the network only. */
+MLP_API mlp_status mlp_save_buffer(const mlp *net, void *buf, size_t cap, size_t *len);
+
+/* Loads from `len` bytes at buf, exactly as mlp_load (the bytes must be the
+ * whole model, nothing after it). Never reads outside [buf, buf + len). */
+MLP_API mlp_status mlp_load_buffer(mlp **out, const void *buf, size_t len,
+                                   const mlp_load_options *opt);
 
 #ifdef __cplusplus
 }

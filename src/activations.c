@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <string.h>
 
 #define UNUSED(x) (void)(x)
 
@@ -245,6 +246,18 @@ ACTIVATION(softplus, "softplus", MLP_INIT_XAVIER, NULL);
 ACTIVATION(gelu, "gelu", MLP_INIT_HE, NULL);
 ACTIVATION(silu, "silu", MLP_INIT_HE, NULL);
 ACTIVATION(softmax, "softmax", MLP_INIT_XAVIER, NULL);
+
+const mlp_activation *mlp_activation_by_name(const char *name)
+{
+    static const mlp_activation *const builtins[] = {
+        &mlp_identity, &mlp_sigmoid,  &mlp_tanh, &mlp_relu, &mlp_leaky_relu,
+        &mlp_elu,      &mlp_softplus, &mlp_gelu, &mlp_silu, &mlp_softmax,
+    };
+    for (size_t i = 0; name && i < sizeof builtins / sizeof builtins[0]; i++)
+        if (strcmp(name, builtins[i]->name) == 0)
+            return builtins[i];
+    return NULL;
+}
 
 mlp_status mlp_check_activation(const mlp_activation *act)
 {

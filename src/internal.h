@@ -42,6 +42,16 @@ struct mlp {
 void *mlp_alloc(const mlp_allocator *al, size_t count, size_t size);
 void mlp_dealloc(const mlp_allocator *al, void *ptr);
 
+/* The allocator, or malloc/free for NULL. */
+mlp_allocator mlp_allocator_or_default(const mlp_allocator *al);
+
+/* Weights and biases a config's shapes need; 0 if a shape is out of its
+ * limit or the total exceeds MLP_MAX_PARAMS. */
+size_t mlp_config_param_count(const mlp_config *cfg);
+
+/* Moment buffers an optimizer kind keeps (0, 1 or 2). */
+int mlp_moments_needed(int kind);
+
 bool mlp_all_finite(const float *v, size_t n);
 mlp_status mlp_check_activation(const mlp_activation *act);
 mlp_status mlp_check_loss(const mlp_loss *loss);

@@ -69,30 +69,44 @@ bool mlp_all_finite(const float *v, size_t n)
 
 /* ---- creation ---------------------------------------------------------- */
 
+mlp_allocator mlp_allocator_or_default(const mlp_allocator *al)
+{
+    mlp_allocator standard = {default_alloc, default_free, NULL};
+    return al ? *al : standard;
+}
+
+size_t mlp_config_param_count(const mlp_config *cfg)
+{
+    size_t n_params = 0, fan_in = cfg->inputs;
+    if (fan_in == 0 || fan_in > MLP_MAX_UNITS)
+        return 0;
+    for (size_t l = 0; l < cfg->n_layers; l++) {
+        size_t units = cfg->layers[l].units;
+        if (units == 0 || units > MLP_MAX_UNITS)
+            return 0;
+        /* Both factors are at most 2^20 and the sum stays below 2^31 before
+         * the check, so nothing overflows. */
+        n_params += units * (fan_in + 1);
+        if (n_params > MLP_MAX_PARAMS)
+            return 0;
+        fan_in = units;
+    }
+    return n_params;
+}
+
 static mlp_status check_config(const mlp_config *cfg)
 {
-    if (cfg->inputs == 0 || cfg->inputs > MLP_MAX_UNITS || cfg->n_layers == 0 ||
-        cfg->n_layers > MLP_MAX_LAYERS || !cfg->layers)
+    if (cfg->n_layers == 0 || cfg->n_layers > MLP_MAX_LAYERS || !cfg->layers)
         return MLP_ERR_INVALID;
     if (cfg->init != MLP_INIT_AUTO && cfg->init != MLP_INIT_XAVIER && cfg->init != MLP_INIT_HE)
         return MLP_ERR_INVALID;
     const mlp_allocator *al = cfg->allocator;
     if (al && (!al->alloc || !al->free))
         return MLP_ERR_INVALID;
-    size_t n_params = 0, fan_in = cfg->inputs;
-    for (size_t l = 0; l < cfg->n_layers; l++) {
-        size_t units = cfg->layers[l].units;
-        if (units == 0 || units > MLP_MAX_UNITS)
-            return MLP_ERR_INVALID;
+    for (size_t l = 0; l < cfg->n_layers; l++)
         if (mlp_check_activation(cfg->layers[l].activation) != MLP_OK)
             return MLP_ERR_INVALID;
-        /* Both factors are below 2^20, so the product cannot overflow. */
-        n_params += units * (fan_in + 1);
-        if (n_params > MLP_MAX_PARAMS)
-            return MLP_ERR_INVALID;
-        fan_in = units;
-    }
-    return MLP_OK;
+    return mlp_config_param_count(cfg) ? MLP_OK : MLP_ERR_INVALID;
 }
 
 static void init_params(mlp *net, uint64_t seed, int init_override)
@@ -121,9 +135,7 @@ mlp_status mlp_create(mlp **out, const mlp_config *cfg)
     if (st != MLP_OK)
         return st;
 
-    mlp_allocator al = {default_alloc, default_free, NULL};
-    if (cfg->allocator)
-        al = *cfg->allocator;
+    mlp_allocator al = mlp_allocator_or_default(cfg->allocator);
     mlp *net = mlp_alloc(&al, 1, sizeof *net);
     if (!net)
         return MLP_ERR_NOMEM;

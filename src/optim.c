@@ -54,8 +54,7 @@ static bool optimizer_ok(const mlp_optimizer *opt)
     }
 }
 
-/* How many moment buffers a kind keeps. */
-static int moments_needed(mlp_optimizer_kind kind)
+int mlp_moments_needed(int kind)
 {
     switch (kind) {
     case MLP_OPT_SGD: return 0;
@@ -71,7 +70,7 @@ static mlp_status prepare_state(mlp *net, mlp_optimizer_kind kind)
 {
     if ((int)kind == net->opt_kind)
         return MLP_OK;
-    int needed = moments_needed(kind);
+    int needed = mlp_moments_needed((int)kind);
     float *m1 = net->moment1, *m2 = net->moment2;
     if (needed >= 1 && !m1)
         m1 = mlp_alloc(&net->allocator, net->n_params, sizeof(float));
@@ -105,6 +104,18 @@ static float clip_scale(const mlp *net, double clip_norm)
         sq += (double)net->grads[i] * net->grads[i];
     double norm = sqrt(sq);
     return norm > clip_norm ? (float)(clip_norm / norm) : 1.0f;
+}
+
+mlp_status mlp_reset_optimizer(mlp *net)
+{
+    if (!net)
+        return MLP_ERR_INVALID;
+    mlp_dealloc(&net->allocator, net->moment1);
+    mlp_dealloc(&net->allocator, net->moment2);
+    net->moment1 = net->moment2 = NULL;
+    net->opt_kind = -1;
+    net->opt_steps = 0;
+    return MLP_OK;
 }
 
 mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
