@@ -219,12 +219,15 @@ struct mlp_loss {
  *   mlp_bce            binary cross-entropy, mean over all N*C elements of
  *                      -(t log y + (1 - t) log(1 - y)); fused with
  *                      mlp_sigmoid (computed from logits: dL/dz = (p - t)/NC).
- *                      Unfused, y is clamped to [1e-7, 1 - 1e-7].
+ *                      Unfused, y is clamped to [1e-7, 1 - 1e-7], where
+ *                      the loss is flat and its gradient 0: saturated
+ *                      outputs learn only through the fused pairing.
  *   mlp_cross_entropy  categorical cross-entropy, mean over rows of
  *                      -sum_c t_c log y_c (targets one-hot or probabilities);
  *                      fused with mlp_softmax (log-sum-exp of logits:
  *                      dL/dz = (p * sum_c t_c - t)/N, i.e. (p - t)/N).
- *                      Unfused, y is clamped to at least 1e-7. */
+ *                      Unfused, y is clamped to at least 1e-7 (gradient 0
+ *                      there, as for BCE). */
 MLP_API extern const mlp_loss mlp_mse;
 MLP_API extern const mlp_loss mlp_bce;
 MLP_API extern const mlp_loss mlp_cross_entropy;

@@ -56,6 +56,24 @@ bool mlp_all_finite(const float *v, size_t n);
 mlp_status mlp_check_activation(const mlp_activation *act);
 mlp_status mlp_check_loss(const mlp_loss *loss);
 
+/* Units of all layers together: a sample's share of the training cache. */
+size_t mlp_total_units(const mlp *net);
+
+/* Whether a batch size is allowed: 1..MLP_MAX_BATCH, and batch * (inputs +
+ * all units) within MLP_MAX_PARAMS, so the training cache and every batch *
+ * width product can be indexed. */
+bool mlp_batch_ok(const mlp *net, size_t batch);
+
+/* Runs every layer over x with the same kernels as mlp_forward, so results
+ * are bit-identical, without touching the network. work: 3 * batch *
+ * max_width floats, holding z and two alternating activation buffers; the
+ * output layer's z is left at its start. The output activations go to out,
+ * or stay in work if out is NULL; returns them. If signs is not NULL, for
+ * each layer with kinked[l] set, signs[batch * z_offset + i] records
+ * whether that layer's pre-activation i is > 0. */
+const float *mlp_run_layers(const mlp *net, size_t batch, const float *x, float *work, float *out,
+                            unsigned char *signs, const bool *kinked);
+
 /* Loss of outputs for a finished forward of the last layer: fused on z when
  * the loss pairs with the output activation, else on a. grad (may be NULL)
  * receives dL/dz (fused, *fused set true) or dL/da. */

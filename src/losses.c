@@ -37,8 +37,9 @@ static double bce_loss(const mlp_loss *self, size_t rows, size_t cols, const flo
     for (size_t i = 0; i < n; i++) {
         double p = fmin(fmax((double)y[i], PROB_CLAMP), 1.0 - PROB_CLAMP), t = target[i];
         sum -= t * log(p) + (1.0 - t) * log(1.0 - p);
+        /* Where the clamp holds, the loss is flat in y: its gradient is 0. */
         if (grad_y)
-            grad_y[i] = (float)((p - t) / (p * (1.0 - p)) / (double)n);
+            grad_y[i] = p == y[i] ? (float)((p - t) / (p * (1.0 - p)) / (double)n) : 0.0f;
     }
     return sum / (double)n;
 }
@@ -73,7 +74,7 @@ static double ce_loss(const mlp_loss *self, size_t rows, size_t cols, const floa
         double p = fmax((double)y[i], PROB_CLAMP);
         sum -= target[i] * log(p);
         if (grad_y)
-            grad_y[i] = (float)(-target[i] / p / (double)rows);
+            grad_y[i] = p == y[i] ? (float)(-target[i] / p / (double)rows) : 0.0f;
     }
     return sum / (double)rows;
 }

@@ -4,7 +4,6 @@
 #include "kernels.h"
 #include "rng.h"
 
-#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,18 +223,16 @@ float *mlp_grads(mlp *net, size_t *count)
 
 /* ---- forward ----------------------------------------------------------- */
 
-static size_t total_units(const mlp *net)
+size_t mlp_total_units(const mlp *net)
 {
     const mlp_dense *last = &net->layers[net->n_layers - 1];
     return last->z_offset + last->units;
 }
 
-/* Batch sizes whose caches could not be indexed in size_t are refused up
- * front, so every later batch * width product is safe. */
-static bool batch_ok(const mlp *net, size_t batch)
+bool mlp_batch_ok(const mlp *net, size_t batch)
 {
     return batch > 0 && batch <= MLP_MAX_BATCH &&
-           batch <= MLP_MAX_PARAMS / (total_units(net) + net->inputs);
+           batch <= MLP_MAX_PARAMS / (mlp_total_units(net) + net->inputs);
 }
 
 static void layer_forward(const mlp *net, const mlp_dense *d, size_t rows, const float *x, float *z,
@@ -252,7 +249,7 @@ static mlp_status reserve_cache(mlp *net, size_t batch)
 {
     if (batch <= net->batch_capacity)
         return MLP_OK;
-    size_t units = total_units(net);
+    size_t units = mlp_total_units(net);
     size_t floats = batch * (net->inputs + 2 * units + 2 * net->max_width);
     float *block = mlp_alloc(&net->allocator, floats, sizeof(float));
     if (!block)
@@ -283,7 +280,7 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
     if (!net)
         return MLP_ERR_INVALID;
     net->forward_pending = false; /* on any error, as documented */
-    if (!x || !batch_ok(net, batch))
+    if (!x || !mlp_batch_ok(net, batch))
         return MLP_ERR_INVALID;
     if (!mlp_all_finite(x, batch * net->inputs))
         return MLP_ERR_NONFINITE;
@@ -385,8 +382,10 @@ mlp_status mlp_backward(mlp *net, const mlp_loss *loss, const float *target, flo
         mlp_loss_eval(loss, last->activation, net->batch, last->units, cached_z(net, last),
                       cached_a(net, last), target, net->grad_a, &fused);
     /* dL/dy is checked itself: an activation derivative of 0 (ReLU at
-     * z <= 0) would hide a NaN from the parameter gradients. */
-    if (!isfinite(value) || !mlp_all_finite(net->grad_a, n_out))
+     * z <= 0) would hide a NaN from the parameter gradients. The loss is
+     * checked as the float it is reported in: a double beyond float's range
+     * would reach *loss_out as Inf. */
+    if (!isfinite((float)value) || !mlp_all_finite(net->grad_a, n_out))
         return MLP_ERR_NONFINITE;
     if (fused)
         memcpy(net->grad_z, net->grad_a, n_out * sizeof(float));
@@ -428,29 +427,27 @@ mlp_status mlp_zero_grad(mlp *net)
  * thread stacks while covering single samples of wide networks. */
 #define PREDICT_STACK_FLOATS 3072
 
-/* Runs every layer over x with the same kernels as mlp_forward, so results
- * are bit-identical. work: 3 * batch * max_width floats, holding z and two
- * alternating activation buffers. The output layer's activations go to out
- * (or stay in work if out is NULL); returns them, and *z_last points at the
- * output layer's z. */
-static const float *run_layers(const mlp *net, size_t batch, const float *x, float *work,
-                               float *out, const float **z_last)
+const float *mlp_run_layers(const mlp *net, size_t batch, const float *x, float *work, float *out,
+                            unsigned char *signs, const bool *kinked)
 {
     size_t stride = batch * net->max_width;
     float *z = work, *ping = work + stride, *pong = work + 2 * stride;
     const float *in = x;
     for (size_t l = 0; l < net->n_layers; l++) {
+        const mlp_dense *d = &net->layers[l];
         float *a = (l + 1 == net->n_layers && out) ? out : (in == ping ? pong : ping);
-        layer_forward(net, &net->layers[l], batch, in, z, a);
+        layer_forward(net, d, batch, in, z, a);
+        if (signs && kinked[l])
+            for (size_t i = 0, n = batch * d->units; i < n; i++)
+                signs[batch * d->z_offset + i] = z[i] > 0.0f;
         in = a;
     }
-    *z_last = z;
     return in;
 }
 
 mlp_status mlp_predict(const mlp *net, size_t batch, const float *x, float *y)
 {
-    if (!net || !x || !y || !batch_ok(net, batch))
+    if (!net || !x || !y || !mlp_batch_ok(net, batch))
         return MLP_ERR_INVALID;
     if (!mlp_all_finite(x, batch * net->inputs))
         return MLP_ERR_NONFINITE;
@@ -462,136 +459,9 @@ mlp_status mlp_predict(const mlp *net, size_t batch, const float *x, float *y)
         if (!work)
             return MLP_ERR_NOMEM;
     }
-    const float *z;
-    run_layers(net, batch, x, work, y, &z);
+    mlp_run_layers(net, batch, x, work, y, NULL, NULL);
     if (work != stack)
         mlp_dealloc(&net->allocator, work);
-    return MLP_OK;
-}
-
-/* ---- gradient check ---------------------------------------------------- */
-
-/* Relative finite-difference step: large enough that float rounding of the
- * loss stays small against the change it measures, small enough that the
- * O(h^2) truncation error of central differences is negligible. */
-#define GRADCHECK_STEP 1e-2f
-/* The float forward pass rounds the loss by up to this many ulps of its
- * magnitude (measured: a few hundred); differences below that are noise. */
-#define GRADCHECK_ROUNDING 1024.0
-
-/* Loss of the network on (x, target), evaluated without touching the
- * training cache. signs (batch * total units bytes) receives whether each
- * pre-activation is > 0, so callers can see a perturbation cross a kink. */
-static double eval_loss(const mlp *net, const mlp_loss *loss, size_t batch, const float *x,
-                        const float *target, float *work, unsigned char *signs)
-{
-    size_t stride = batch * net->max_width;
-    float *z = work, *ping = work + stride, *pong = work + 2 * stride;
-    const float *in = x;
-    for (size_t l = 0; l < net->n_layers; l++) {
-        const mlp_dense *d = &net->layers[l];
-        float *a = in == ping ? pong : ping;
-        layer_forward(net, d, batch, in, z, a);
-        unsigned char *s = signs + batch * d->z_offset;
-        for (size_t i = 0; i < batch * d->units; i++)
-            s[i] = z[i] > 0.0f;
-        in = a;
-    }
-    const mlp_dense *last = &net->layers[net->n_layers - 1];
-    return mlp_loss_eval(loss, last->activation, batch, last->units, z, in, target, NULL, NULL);
-}
-
-/* The analytic gradient of this batch alone, into `analytic`, leaving the
- * accumulated gradients as they were. */
-static mlp_status analytic_grads(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
-                                 const float *target, float *saved, float *analytic)
-{
-    bool pending = net->grads_pending;
-    memcpy(saved, net->grads, net->n_params * sizeof(float));
-    mlp_zero_grad(net);
-    mlp_status st = mlp_forward(net, batch, x, NULL);
-    if (st == MLP_OK)
-        st = mlp_backward(net, loss, target, NULL);
-    memcpy(analytic, net->grads, net->n_params * sizeof(float));
-    memcpy(net->grads, saved, net->n_params * sizeof(float));
-    net->grads_pending = pending;
-    net->forward_pending = false; /* even if backward failed and kept it */
-    return st;
-}
-
-mlp_status mlp_gradcheck_ex(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
-                            const float *target, mlp_gradcheck_result *result)
-{
-    if (!net || !x || !target || !result || mlp_check_loss(loss) != MLP_OK || !batch_ok(net, batch))
-        return MLP_ERR_INVALID;
-    size_t n = net->n_params, units = batch * total_units(net);
-    size_t work_floats = 2 * n + 3 * batch * net->max_width;
-    float *buffer = mlp_alloc(&net->allocator, work_floats, sizeof(float));
-    unsigned char *signs = mlp_alloc(&net->allocator, 2 * units, 1);
-    if (!buffer || !signs) {
-        mlp_dealloc(&net->allocator, buffer);
-        mlp_dealloc(&net->allocator, signs);
-        return MLP_ERR_NOMEM;
-    }
-    float *saved = buffer, *analytic = buffer + n, *work = buffer + 2 * n;
-    unsigned char *signs_plus = signs, *signs_minus = signs + units;
-
-    mlp_status st = analytic_grads(net, loss, batch, x, target, saved, analytic);
-    mlp_gradcheck_result found = {0.0, 0, 0, 0, 0, 0.0};
-    for (size_t i = 0; i < n; i++)
-        found.max_abs_grad = fmax(found.max_abs_grad, fabs(analytic[i]));
-    for (size_t i = 0; i < n && st == MLP_OK; i++) {
-        float *p = &net->params[i], w = *p;
-        /* Shrink the step while it moves some pre-activation across zero:
-         * across a kink the difference quotient measures nothing. */
-        float h = GRADCHECK_STEP * fmaxf(1.0f, fabsf(w));
-        bool compared = false;
-        for (int attempt = 0; attempt < 3 && !compared; attempt++, h *= 0.1f) {
-            float w_plus = w + h, w_minus = w - h;
-            *p = w_plus;
-            double loss_plus = eval_loss(net, loss, batch, x, target, work, signs_plus);
-            *p = w_minus;
-            double loss_minus = eval_loss(net, loss, batch, x, target, work, signs_minus);
-            *p = w;
-            if (!isfinite(loss_plus) || !isfinite(loss_minus)) {
-                st = MLP_ERR_NONFINITE;
-                break;
-            }
-            if (memcmp(signs_plus, signs_minus, units) != 0)
-                continue;
-            double step = (double)w_plus - (double)w_minus; /* as represented */
-            double numeric = (loss_plus - loss_minus) / step, a = analytic[i];
-            double noise =
-                GRADCHECK_ROUNDING * FLT_EPSILON * fmax(fabs(loss_plus), fabs(loss_minus)) / step;
-            double resolvable = fmax(1e-3 * found.max_abs_grad, noise);
-            double err = a == numeric
-                             ? 0.0
-                             : fabs(a - numeric) / fmax(fmax(fabs(a), fabs(numeric)), resolvable);
-            if (err > found.max_rel_err) {
-                found.max_rel_err = err;
-                found.worst_param = i;
-            }
-            found.resolved += fmax(fabs(a), fabs(numeric)) > noise;
-            compared = true;
-        }
-        found.checked += compared;
-        found.skipped += !compared && st == MLP_OK;
-    }
-    mlp_dealloc(&net->allocator, buffer);
-    mlp_dealloc(&net->allocator, signs);
-    if (st == MLP_OK)
-        *result = found;
-    return st;
-}
-
-mlp_status mlp_gradcheck(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
-                         const float *target, double *max_rel_err)
-{
-    if (!max_rel_err)
-        return MLP_ERR_INVALID;
-    mlp_gradcheck_result result;
-    mlp_status st = mlp_gradcheck_ex(net, loss, batch, x, target, &result);
-    if (st == MLP_OK)
-        *max_rel_err = result.max_rel_err;
-    return st;
+    /* As mlp_forward: outputs that overflowed are an error, not a result. */
+    return mlp_all_finite(y, batch * mlp_outputs(net)) ? MLP_OK : MLP_ERR_NONFINITE;
 }

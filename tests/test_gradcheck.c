@@ -131,9 +131,9 @@ static void check_position(const mlp_activation *watched, bool hidden, const mlp
         mlp_gradcheck_result check;
         assert_int_equal(mlp_gradcheck_ex(net, loss, c.batch, c.x, c.target, &check), MLP_OK);
         double err = check.max_rel_err;
-        if (err >= GRADCHECK_TOL)
-            print_message("%s (%s) with %s: layers %zu, batch %zu, error %.3g\n", watched->name,
-                          hidden ? "hidden" : "output", loss->name, c.cfg.n_layers, c.batch, err);
+        if (!(err < GRADCHECK_TOL))
+            print_message("%s (%s) with %s: layers %zu, batch %zu, error %.3g, resolved %zu, checked %zu, max %g\n", watched->name,
+                          hidden ? "hidden" : "output", loss->name, c.cfg.n_layers, c.batch, err, check.resolved, check.checked, check.max_abs_grad);
         assert_true(err >= 0.0 && err < GRADCHECK_TOL);
         /* The check measured something: not a vacuous agreement of zeros. */
         assert_true(check.max_abs_grad > 0.0 && check.resolved > 0);
@@ -171,12 +171,19 @@ static void test_cross_entropy_fused_with_softmax(void **state)
     check_position(&mlp_gelu, true, &mlp_cross_entropy, &mlp_softmax, 312);
 }
 
-/* Unfused pairings go through the loss's dL/dy and the activation backward. */
+/* Unfused pairings go through the loss's dL/dy and the activation backward.
+ * A copy of mlp_sigmoid is a different vtable, so BCE cannot fuse with it.
+ * (BCE after softmax is left out: at saturated outputs dL/dy is ~1e7 and
+ * softmax's backward cancels it in float — the ill-conditioning the fused
+ * pairs exist to avoid — so no float check can vouch for it there.) */
 static void test_losses_unfused(void **state)
 {
     (void)state;
-    check_position(&mlp_relu, true, &mlp_bce, &mlp_softmax, 321);
+    static mlp_activation sigmoid_copy;
+    sigmoid_copy = mlp_sigmoid;
+    check_position(&mlp_relu, true, &mlp_bce, &sigmoid_copy, 321);
     check_position(&mlp_tanh, true, &mlp_cross_entropy, &mlp_sigmoid, 322);
+    check_position(&mlp_gelu, true, &mlp_mse, &mlp_softmax, 323);
 }
 
 /* ---- the seed bug ------------------------------------------------------ */
