@@ -46,15 +46,21 @@ typedef struct options {
  * W2 (3x3), b2 (3), W3 (1x3), b3 (1): where each layer's biases start. */
 static const size_t bias_offset[3] = {6, 18, 24}, bias_count[3] = {3, 3, 1};
 
-/* The original initialisation: every weight randn * 0.001, biases 0. */
-static void tiny_init(mlp *net, unsigned seed)
+/* The original initialisation: every weight randn * 0.001, biases 0. The
+ * normals come from a small generator of our own (xorshift64* and
+ * Box-Muller) so the figures are the same on every platform. */
+static void tiny_init(mlp *net, uint64_t seed)
 {
+    uint64_t state = seed * 0x9e3779b97f4a7c15u + 1;
     size_t n;
     float *p = mlp_params(net, &n);
-    srand(seed);
     for (size_t i = 0; i < n; i++) {
-        double u1 = (rand() + 1.0) / (RAND_MAX + 2.0), u2 = rand() / (RAND_MAX + 1.0);
-        p[i] = (float)(0.001 * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+        double u[2];
+        for (int k = 0; k < 2; k++) {
+            state ^= state >> 12, state ^= state << 25, state ^= state >> 27;
+            u[k] = (double)((state * 0x2545f4914f6cdd1du) >> 11) * 0x1.0p-53;
+        }
+        p[i] = (float)(0.001 * sqrt(-2.0 * log(1.0 - u[0])) * cos(6.283185307179586 * u[1]));
     }
     for (int l = 0; l < 3; l++)
         memset(p + bias_offset[l], 0, bias_count[l] * sizeof(float));
@@ -114,7 +120,7 @@ static int train(const options *opt, int seed, float *costs, float *cost, float 
         return -1;
     }
     if (opt->tiny_init)
-        tiny_init(net, (unsigned)seed);
+        tiny_init(net, (uint64_t)seed);
     for (int l = 0; opt->set_bias && l < 2; l++)
         for (size_t i = 0; i < bias_count[l]; i++)
             mlp_params(net, NULL)[bias_offset[l] + i] = opt->bias;

@@ -95,7 +95,8 @@ MLP_API const char *mlp_strerror(mlp_status status);
 #define MLP_MAX_UNITS (1u << 20)
 /* Total weights and biases: 2^30 floats are 4 GiB, per buffer. */
 #define MLP_MAX_PARAMS ((size_t)1 << 30)
-/* Samples in one batch; batch * widest layer must also fit MLP_MAX_PARAMS. */
+/* Samples in one batch. batch * (inputs + the units of all layers) must also
+ * be within MLP_MAX_PARAMS: that is the training cache of a batch. */
 #define MLP_MAX_BATCH ((size_t)1 << 24)
 
 /* ------------------------------------------------------------------------ */
@@ -122,14 +123,16 @@ typedef struct mlp_allocator {
  *   MLP_INIT_HE      var = 2 / fan_in               He et al. 2015
  * MLP_INIT_AUTO (in mlp_config) takes each layer's activation's preference;
  * an activation with init MLP_INIT_AUTO gets Xavier. Biases start at 0,
- * except MLP_INIT_HE layers, whose biases start at MLP_RELU_BIAS_INIT. */
+ * except in MLP_INIT_HE layers (the ReLU family: relu, leaky_relu, elu,
+ * gelu, silu; or any layer when mlp_config.init forces He), whose biases
+ * start at MLP_RELU_BIAS_INIT. */
 typedef enum mlp_init { MLP_INIT_AUTO = 0, MLP_INIT_XAVIER = 1, MLP_INIT_HE = 2 } mlp_init;
 
 /* Initial bias of He-initialised (ReLU-family) layers. A small positive bias
  * keeps each unit active on more inputs at the start, so fewer units begin
- * dead (zero output and zero gradient on every sample). On the 2-3-3-1 ReLU
- * XOR network it lifts convergence from 40% to 81% of seeds; docs/xor.md
- * gives the measurement. */
+ * dead (zero output and zero gradient on every sample). 0.1 is the
+ * conventional value, not one fitted here; measured on the 2-3-3-1 ReLU XOR
+ * network (docs/xor.md), bias 0 converges for 40% of seeds and 0.1 for 81%. */
 #define MLP_RELU_BIAS_INIT 0.1f
 
 #define MLP_ACTIVATION_ABI 1u
@@ -144,11 +147,11 @@ typedef enum mlp_init { MLP_INIT_AUTO = 0, MLP_INIT_XAVIER = 1, MLP_INIT_HE = 2 
  *           derivative written on the output as `a >= 0`, always true).
  *           grad_z never aliases the inputs.
  *
- * A vtable with a NULL forward, NULL backward, NULL name, or an abi_version
- * other than MLP_ACTIVATION_ABI is refused with MLP_ERR_INVALID: the library
- * never guesses a derivative. Check a new activation with mlp_gradcheck.
- * Functions are called from whatever thread calls the library and must be
- * reentrant. */
+ * A vtable with a NULL forward, NULL backward, NULL name, an init that is
+ * not an mlp_init, or an abi_version other than MLP_ACTIVATION_ABI is
+ * refused with MLP_ERR_INVALID: the library never guesses a derivative. Check a new activation with
+ * mlp_gradcheck. Functions are called from whatever thread calls the library and must be reentrant.
+ */
 typedef struct mlp_activation mlp_activation;
 struct mlp_activation {
     uint32_t abi_version; /* MLP_ACTIVATION_ABI: lets fields be appended later */
@@ -193,7 +196,8 @@ MLP_API extern const mlp_activation mlp_softmax;
 /* A loss as a vtable. Values are accumulated in double.
  *
  * loss:        returns the loss of outputs y against target (both rows x
- *              cols) and, if grad_y is not NULL, writes dL/dy into it.
+ *              cols) and, if grad_y is not NULL, writes dL/dy into it (the
+ *              library always passes a buffer; NULL is for direct calls).
  * fused_activation, loss_logits (optional, both or neither): when the
  *              network's output activation is exactly `fused_activation`
  *              (the same vtable object), the library calls loss_logits with
@@ -264,7 +268,8 @@ typedef struct mlp_config {
  * On error *out is untouched. Thread-safe. */
 MLP_API mlp_status mlp_create(mlp **out, const mlp_config *cfg);
 
-/* Releases a network and everything it owns. mlp_free(NULL) does nothing. */
+/* Releases a network and everything it owns. mlp_free(NULL) does nothing.
+ * No other call may be using the network. */
 MLP_API void mlp_free(mlp *net);
 
 /* Shape queries; 0 for a NULL net. Thread-safe on a const network. */
@@ -284,14 +289,19 @@ MLP_API size_t mlp_param_count(const mlp *net);
  * MLP_ERR_NONFINITE (x holds NaN/Inf, or the outputs overflow), MLP_ERR_NOMEM
  * (growing the workspace for a larger batch failed). On error y is untouched
  * and no forward is pending (a following backward is MLP_ERR_STATE);
- * parameters, gradients and optimizer state never change. */
+ * parameters, gradients and optimizer state never change.
+ * Training calls (forward, backward, step, zero_grad, gradcheck) need the
+ * network to themselves: not thread-safe on one network. */
 MLP_API mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y);
 
 /* Backpropagates `loss` for the pending forward batch against target
  * (batch x outputs) and ADDS dL/dparams to the gradient buffer, which
- * mlp_step applies and clears. The loss is the batch mean (see the losses),
- * so gradients are those of the mean. If loss_out is not NULL the loss value
- * is stored there. Each forward allows one backward.
+ * mlp_step applies and clears. (After mlp_create, mlp_step or mlp_zero_grad
+ * the buffer holds zeros, and the first backward writes it rather than adds:
+ * values written into it through mlp_grads before that backward are
+ * dropped.) The loss is the batch mean (see the losses), so gradients are
+ * those of the mean. If loss_out is not NULL the loss value is stored there.
+ * Each forward allows one backward.
  * Returns MLP_ERR_INVALID (NULL net, loss or target; refused loss vtable),
  * MLP_ERR_STATE (no pending forward), MLP_ERR_NONFINITE (NaN/Inf in target,
  * loss or any gradient), MLP_ERR_NOMEM. On error gradients and *loss_out are
@@ -352,7 +362,9 @@ typedef struct mlp_optimizer {
     double clip_norm;     /* in (0, 1e30]: global gradient-norm clip; 0: off */
 } mlp_optimizer;
 
-/* Documented defaults, for each kind (PyTorch's, except RMSProp's lr):
+/* Documented defaults, for each kind (Adam's and AdamW's as their papers
+ * and PyTorch; RMSProp's as Tieleman & Hinton's lecture; 0.01 and 0.9 the
+ * customary SGD settings):
  *   SGD       lr 0.01
  *   MOMENTUM  lr 0.01, momentum 0.9
  *   NESTEROV  lr 0.01, momentum 0.9
@@ -367,10 +379,12 @@ MLP_API mlp_optimizer mlp_optimizer_default(mlp_optimizer_kind kind);
 /* Applies the accumulated gradients with `opt`, then clears them. Ends any
  * pending forward (its cached activations no longer match the weights).
  * Returns MLP_ERR_INVALID (NULL argument, unknown kind, a hyperparameter
- * the kind uses outside its range above, or NaN), MLP_ERR_STATE (no backward since the
- * last step or mlp_zero_grad), MLP_ERR_NOMEM (first step of a kind that
- * needs state). On error nothing changes: no weight, gradient or moment is
- * updated. */
+ * the kind uses outside its range above, or NaN), MLP_ERR_STATE (no
+ * backward since the last step or mlp_zero_grad), MLP_ERR_NONFINITE (a
+ * gradient is NaN/Inf, or the update would overflow a weight or a moment —
+ * clip_norm prevents the latter), MLP_ERR_NOMEM (first step of a kind that
+ * needs state). On error nothing changes: no weight, gradient, moment or
+ * step count is updated (the gradients stay pending). */
 MLP_API mlp_status mlp_step(mlp *net, const mlp_optimizer *opt);
 
 /* Drops the optimizer state (moments and step count) and frees its memory:
@@ -384,10 +398,12 @@ MLP_API mlp_status mlp_reset_optimizer(mlp *net);
 
 /* Computes outputs y (batch x outputs) for x (batch x inputs), exactly as
  * mlp_forward would, without touching the network: no hidden state, safe to
- * call from many threads on one network (with a thread-safe allocator).
+ * call from many threads on one network (with a thread-safe allocator), as
+ * long as no training call runs on it at the same time.
  * Small batches use the stack; larger ones allocate a workspace per call.
  * Returns MLP_ERR_INVALID (NULL argument, batch 0 or > MLP_MAX_BATCH),
- * MLP_ERR_NONFINITE (x holds NaN/Inf; y is then untouched), MLP_ERR_NOMEM. */
+ * MLP_ERR_NONFINITE (x holds NaN/Inf: y is untouched; or an output
+ * overflowed: y holds the outputs), MLP_ERR_NOMEM. */
 MLP_API mlp_status mlp_predict(const mlp *net, size_t batch, const float *x, float *y);
 
 /* ------------------------------------------------------------------------ */
@@ -397,8 +413,10 @@ MLP_API mlp_status mlp_predict(const mlp *net, size_t batch, const float *x, flo
 /* The parameters (layout: see mlp_create) and the gradient buffer, each one
  * contiguous array of mlp_param_count(net) floats, owned by the network and
  * valid until mlp_free. Write them to set weights, run a custom optimizer,
- * or all-reduce gradients between processes. *count receives the length if
- * count is not NULL. NULL net gives NULL (and *count = 0). */
+ * or all-reduce gradients between processes (after the backward: see
+ * mlp_backward). *count receives the length if count is not NULL. NULL net
+ * gives NULL (and *count = 0). Writing needs the network to yourself;
+ * reading is safe alongside mlp_predict. */
 MLP_API float *mlp_params(mlp *net, size_t *count);
 MLP_API float *mlp_grads(mlp *net, size_t *count);
 
@@ -406,9 +424,9 @@ MLP_API float *mlp_grads(mlp *net, size_t *count);
 /* Gradient checking                                                        */
 /* ------------------------------------------------------------------------ */
 
-/* Compares mlp_backward's gradient on this batch with central finite
- * differences of the loss, parameter by parameter, and stores the largest
- * relative error in *max_rel_err:
+/* Compares mlp_backward's gradient on this batch with finite differences
+ * of the loss, parameter by parameter, and stores the largest relative
+ * error in *max_rel_err:
  *     err_i = |analytic_i - numeric_i| / max(|analytic_i|, |numeric_i|, tau_i)
  *     tau_i = max(1e-3 * max_j |analytic_j|, 1024 * FLT_EPSILON * |L| / step_i)
  * The floor tau_i is what float arithmetic can resolve: entries a thousand
@@ -416,38 +434,47 @@ MLP_API float *mlp_grads(mlp *net, size_t *count);
  * rounding of the loss L over the step, are compared on that scale instead
  * of counting as error.
  * Reading it: correct derivatives give below 2e-2 (typically 1e-4 to 1e-2);
- * a wrong one typically gives 0.2 to 2. Check your own activations on a few
- * random batches in which some pre-activations are negative, and look at
- * mlp_gradcheck_ex's counts to see how much was checked.
- * Each parameter w is stepped by +-1e-2 * max(1, |w|), using the step
- * actually representable in float. If a step moves any pre-activation
- * across zero (a kink, as in ReLU at 0, where a difference quotient measures
- * nothing) it is retried ten and a hundred times smaller; if it still
- * crosses, that parameter is skipped.
- * Costs two forward passes per parameter: meant for small networks.
+ * a wrong one typically gives 0.2 to 2. If no gradient entry was large
+ * enough to measure (an all-zero gradient, or one below float resolution,
+ * as tiny weights give), *max_rel_err is NaN — which fails any `err < tol`
+ * test, since agreement there would prove nothing. Check your own
+ * activations on a few random batches in which some pre-activations are
+ * negative; mlp_gradcheck_ex tells how much was measured.
+ * Method: each parameter w is moved by +-h and +-h/2, h = 1e-2 * max(1, |w|)
+ * (as representable in float), and the two central differences combined
+ * by Richardson extrapolation, which cancels the O(h^2) error. If the loss
+ * is not smooth within the step — a pre-activation of a layer whose
+ * activation's derivative jumps at 0 (ReLU) changes sign, or the two
+ * differences disagree (a clamp, a kink elsewhere) — the step is retried
+ * ten and a hundred times smaller, and the parameter skipped if it still
+ * is not.
+ * Costs four forward passes per parameter: meant for small networks.
  * Leaves parameters, accumulated gradients and optimizer state exactly as
  * they were; ends any pending forward. Not thread-safe on one network.
  * Returns MLP_ERR_INVALID (NULL argument, refused loss, bad batch),
  * MLP_ERR_NONFINITE (NaN/Inf in x, target, a loss or a gradient),
- * MLP_ERR_NOMEM (it allocates two parameter-sized buffers). */
+ * MLP_ERR_NOMEM (it allocates about two parameter-sized buffers and a
+ * batch-sized workspace, and may grow the training cache as mlp_forward). */
 MLP_API mlp_status mlp_gradcheck(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
                                  const float *target, double *max_rel_err);
 
 /* What mlp_gradcheck_ex found. */
 typedef struct mlp_gradcheck_result {
-    double max_rel_err;  /* as mlp_gradcheck */
+    double max_rel_err;  /* as mlp_gradcheck (NaN if resolved is 0) */
     size_t worst_param;  /* index (mlp_params layout) of that error */
     size_t checked;      /* parameters compared */
-    size_t resolved;     /* of those, how many had a gradient above the float
-                            rounding of the loss (tau_i's second term): the
-                            others agree only in being too small to see */
-    size_t skipped;      /* parameters whose every step crossed a kink */
+    size_t resolved;     /* of those, how many had a gradient clearly above
+                            the float rounding of the loss (1/16 of tau_i's
+                            second term): the others agree only in being
+                            too small to see */
+    size_t skipped;      /* parameters whose every step met a kink */
     double max_abs_grad; /* largest |analytic| entry; 0: nothing was tested */
 } mlp_gradcheck_result;
 
 /* mlp_gradcheck with the whole finding. A check is only as good as what it
- * covered: many skipped parameters mean pre-activations sit within the
- * step of zero (tiny weights do that), and max_abs_grad 0 means the
+ * covered: no resolved parameter means the gradient is too small for float
+ * differences to measure (tiny weights do that); many skipped ones mean
+ * pre-activations sit within the step of a kink; max_abs_grad 0 means the
  * gradient is all zeros. Same arguments, effects and statuses. */
 MLP_API mlp_status mlp_gradcheck_ex(mlp *net, const mlp_loss *loss, size_t batch, const float *x,
                                     const float *target, mlp_gradcheck_result *result);

@@ -262,7 +262,8 @@ const mlp_activation *mlp_activation_by_name(const char *name)
 mlp_status mlp_check_activation(const mlp_activation *act)
 {
     if (!act || act->abi_version != MLP_ACTIVATION_ABI || !act->name || !act->forward ||
-        !act->backward)
+        !act->backward ||
+        (act->init != MLP_INIT_AUTO && act->init != MLP_INIT_XAVIER && act->init != MLP_INIT_HE))
         return MLP_ERR_INVALID;
     return MLP_OK;
 }

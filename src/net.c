@@ -76,21 +76,20 @@ mlp_allocator mlp_allocator_or_default(const mlp_allocator *al)
 
 size_t mlp_config_param_count(const mlp_config *cfg)
 {
-    size_t n_params = 0, fan_in = cfg->inputs;
+    /* In 64 bits whatever size_t is: units * (fan_in + 1) reaches 2^40. */
+    uint64_t n_params = 0, fan_in = cfg->inputs;
     if (fan_in == 0 || fan_in > MLP_MAX_UNITS)
         return 0;
     for (size_t l = 0; l < cfg->n_layers; l++) {
-        size_t units = cfg->layers[l].units;
+        uint64_t units = cfg->layers[l].units;
         if (units == 0 || units > MLP_MAX_UNITS)
             return 0;
-        /* Both factors are at most 2^20 and the sum stays below 2^31 before
-         * the check, so nothing overflows. */
         n_params += units * (fan_in + 1);
         if (n_params > MLP_MAX_PARAMS)
             return 0;
         fan_in = units;
     }
-    return n_params;
+    return (size_t)n_params;
 }
 
 static mlp_status check_config(const mlp_config *cfg)

@@ -64,12 +64,10 @@ int mlp_moments_needed(int kind)
     }
 }
 
-/* Makes sure the moments exist, zeroed, when the kind changes. Allocates
- * first and changes nothing if that fails. */
-static mlp_status prepare_state(mlp *net, mlp_optimizer_kind kind)
+/* Allocates the moment buffers a kind needs and does not have yet. Nothing
+ * else changes, so a step that fails later leaves the state as it was. */
+static mlp_status reserve_moments(mlp *net, mlp_optimizer_kind kind)
 {
-    if ((int)kind == net->opt_kind)
-        return MLP_OK;
     int needed = mlp_moments_needed((int)kind);
     float *m1 = net->moment1, *m2 = net->moment2;
     if (needed >= 1 && !m1)
@@ -85,12 +83,6 @@ static mlp_status prepare_state(mlp *net, mlp_optimizer_kind kind)
     }
     net->moment1 = m1;
     net->moment2 = m2;
-    if (m1)
-        memset(m1, 0, net->n_params * sizeof(float));
-    if (m2)
-        memset(m2, 0, net->n_params * sizeof(float));
-    net->opt_kind = (int)kind;
-    net->opt_steps = 0;
     return MLP_OK;
 }
 
@@ -118,62 +110,106 @@ mlp_status mlp_reset_optimizer(mlp *net)
     return MLP_OK;
 }
 
+/* One step's constants, in float as the update runs. */
+typedef struct step_rule {
+    mlp_optimizer_kind kind;
+    float scale, lr, wd, decay, mu, eps;
+    float rho, one_minus_rho, b1, one_minus_b1, b2, one_minus_b2;
+    float lr_t, inv_sqrt_bc2;
+} step_rule;
+
+static step_rule make_rule(const mlp *net, const mlp_optimizer *opt, uint64_t t)
+{
+    step_rule r;
+    r.kind = opt->kind;
+    r.scale = clip_scale(net, opt->clip_norm);
+    r.lr = (float)opt->learning_rate;
+    /* AdamW decays the weight directly; every other kind adds wd * w to g. */
+    r.wd = opt->kind == MLP_OPT_ADAMW ? 0.0f : (float)opt->weight_decay;
+    r.decay =
+        opt->kind == MLP_OPT_ADAMW ? (float)(1.0 - opt->learning_rate * opt->weight_decay) : 1.0f;
+    r.mu = (float)opt->momentum;
+    r.eps = (float)opt->epsilon;
+    /* Each decay and its complement rounded from double separately, so the
+     * complement of beta2 = 0.999 is not 1 - (float)0.999. */
+    r.rho = (float)opt->rho, r.one_minus_rho = (float)(1.0 - opt->rho);
+    r.b1 = (float)opt->beta1, r.one_minus_b1 = (float)(1.0 - opt->beta1);
+    r.b2 = (float)opt->beta2, r.one_minus_b2 = (float)(1.0 - opt->beta2);
+    /* Adam's bias corrections folded into two constants (Kingma & Ba, end
+     * of section 2): w -= lr_t m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
+    r.lr_t = (float)(opt->learning_rate / (1.0 - pow(opt->beta1, (double)t)));
+    r.inv_sqrt_bc2 = (float)(1.0 / sqrt(1.0 - pow(opt->beta2, (double)t)));
+    return r;
+}
+
+/* The update rule of mlp.h for one parameter w with moments m, v. */
+static inline void update(const step_rule *r, float grad, float *w, float *m, float *v)
+{
+    float g = grad * r->scale + r->wd * *w;
+    switch (r->kind) {
+    case MLP_OPT_SGD: *w -= r->lr * g; break;
+    case MLP_OPT_MOMENTUM:
+        *m = r->mu * *m + g;
+        *w -= r->lr * *m;
+        break;
+    case MLP_OPT_NESTEROV:
+        *m = r->mu * *m + g;
+        *w -= r->lr * (g + r->mu * *m);
+        break;
+    case MLP_OPT_RMSPROP:
+        *m = r->rho * *m + r->one_minus_rho * g * g;
+        *w -= r->lr * g / (sqrtf(*m) + r->eps);
+        break;
+    case MLP_OPT_ADAM:
+    case MLP_OPT_ADAMW:
+        *w *= r->decay;
+        *m = r->b1 * *m + r->one_minus_b1 * g;
+        *v = r->b2 * *v + r->one_minus_b2 * g * g;
+        *w -= r->lr_t * *m / (sqrtf(*v) * r->inv_sqrt_bc2 + r->eps);
+        break;
+    }
+}
+
 mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
 {
     if (!net || !opt || !optimizer_ok(opt))
         return MLP_ERR_INVALID;
     if (!net->grads_pending)
         return MLP_ERR_STATE;
-    mlp_status st = prepare_state(net, opt->kind);
+    mlp_status st = reserve_moments(net, opt->kind);
     if (st != MLP_OK)
         return st;
 
-    uint64_t t = net->opt_steps + 1;
-    float scale = clip_scale(net, opt->clip_norm);
-    float lr = (float)opt->learning_rate;
-    /* AdamW decays the weight directly; every other kind adds wd * w to g. */
-    float wd = opt->kind == MLP_OPT_ADAMW ? 0.0f : (float)opt->weight_decay;
-    float decay =
-        opt->kind == MLP_OPT_ADAMW ? (float)(1.0 - opt->learning_rate * opt->weight_decay) : 1.0f;
-    float mu = (float)opt->momentum, eps = (float)opt->epsilon;
-    /* Each decay and its complement rounded from double separately, so the
-     * complement of beta2 = 0.999 is not 1 - (float)0.999. */
-    float rho = (float)opt->rho, one_minus_rho = (float)(1.0 - opt->rho);
-    float b1 = (float)opt->beta1, one_minus_b1 = (float)(1.0 - opt->beta1);
-    float b2 = (float)opt->beta2, one_minus_b2 = (float)(1.0 - opt->beta2);
-    /* Adam's bias corrections folded into two constants (Kingma & Ba, end
-     * of section 2): w -= lr_t m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
-    double t_d = (double)t;
-    float lr_t = (float)(opt->learning_rate / (1.0 - pow(opt->beta1, t_d)));
-    float inv_sqrt_bc2 = (float)(1.0 / sqrt(1.0 - pow(opt->beta2, t_d)));
-
-    float *w = net->params, *m = net->moment1, *v = net->moment2;
+    /* A new kind starts from zero moments: read as zero, written below. */
+    bool fresh = (int)opt->kind != net->opt_kind;
+    uint64_t t = fresh ? 1 : net->opt_steps + 1;
+    step_rule rule = make_rule(net, opt, t);
+    int moments = mlp_moments_needed((int)opt->kind);
+    float *w = net->params, *m1 = net->moment1, *m2 = net->moment2;
     const float *grads = net->grads;
+
+    /* Two passes, all or nothing: the first computes every new value and
+     * only checks that it is finite (a NaN gradient, or an update that
+     * overflows a weight or g^2); the second, identical, stores them. */
+    float check = 0.0f;
     for (size_t i = 0, n = net->n_params; i < n; i++) {
-        float g = grads[i] * scale + wd * w[i];
-        switch (opt->kind) {
-        case MLP_OPT_SGD: w[i] -= lr * g; break;
-        case MLP_OPT_MOMENTUM:
-            m[i] = mu * m[i] + g;
-            w[i] -= lr * m[i];
-            break;
-        case MLP_OPT_NESTEROV:
-            m[i] = mu * m[i] + g;
-            w[i] -= lr * (g + mu * m[i]);
-            break;
-        case MLP_OPT_RMSPROP:
-            m[i] = rho * m[i] + one_minus_rho * g * g;
-            w[i] -= lr * g / (sqrtf(m[i]) + eps);
-            break;
-        case MLP_OPT_ADAM:
-        case MLP_OPT_ADAMW:
-            w[i] *= decay;
-            m[i] = b1 * m[i] + one_minus_b1 * g;
-            v[i] = b2 * v[i] + one_minus_b2 * g * g;
-            w[i] -= lr_t * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
-            break;
-        }
+        float wi = w[i], m = moments >= 1 && !fresh ? m1[i] : 0.0f;
+        float v = moments >= 2 && !fresh ? m2[i] : 0.0f;
+        update(&rule, grads[i], &wi, &m, &v);
+        check += (wi - wi) + (m - m) + (v - v);
     }
+    if (check != 0.0f)
+        return MLP_ERR_NONFINITE;
+    for (size_t i = 0, n = net->n_params; i < n; i++) {
+        float m = moments >= 1 && !fresh ? m1[i] : 0.0f;
+        float v = moments >= 2 && !fresh ? m2[i] : 0.0f;
+        update(&rule, grads[i], &w[i], &m, &v);
+        if (moments >= 1)
+            m1[i] = m;
+        if (moments >= 2)
+            m2[i] = v;
+    }
+    net->opt_kind = (int)opt->kind;
     net->opt_steps = t;
     net->forward_pending = false;
     return mlp_zero_grad(net);

@@ -1,6 +1,7 @@
 /* Seeded PRNG: xoshiro256** (Blackman & Vigna 2018) seeded with splitmix64.
- * Integer-only state updates and a fixed sequence of draws, so a seed gives
- * the same numbers on every platform and run. No global state. */
+ * The integer stream is the same on every platform; normals go through
+ * libm's log and cos, so they are bit-identical on every run with the same
+ * libm (in practice: the same platform). No global state. */
 #ifndef MLP_RNG_H
 #define MLP_RNG_H
 

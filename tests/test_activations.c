@@ -161,11 +161,15 @@ static void test_vtables_are_well_formed_and_named_uniquely(void **state)
         for (size_t j = 0; j < i; j++)
             assert_string_not_equal(act->name, all_activations[j]->name);
     }
-    /* The ReLU family prefers He initialisation, the rest Glorot. */
-    assert_int_equal(mlp_relu.init, MLP_INIT_HE);
-    assert_int_equal(mlp_leaky_relu.init, MLP_INIT_HE);
-    assert_int_equal(mlp_tanh.init, MLP_INIT_XAVIER);
-    assert_int_equal(mlp_sigmoid.init, MLP_INIT_XAVIER);
+    /* The ReLU family (zero or nearly zero for z < 0, linear above) prefers
+     * He initialisation, the rest Glorot. */
+    const mlp_activation *he[] = {&mlp_relu, &mlp_leaky_relu, &mlp_elu, &mlp_gelu, &mlp_silu};
+    const mlp_activation *glorot[] = {&mlp_identity, &mlp_sigmoid, &mlp_tanh, &mlp_softplus,
+                                      &mlp_softmax};
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(he[i]->init, MLP_INIT_HE);
+        assert_int_equal(glorot[i]->init, MLP_INIT_XAVIER);
+    }
 }
 
 /* ---- a user-defined activation ----------------------------------------- */

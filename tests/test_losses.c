@@ -176,6 +176,77 @@ static void test_backward_reports_batch_mean_loss(void **state)
     mlp_free(net);
 }
 
+/* dL/dz = p * sum(t) - t: targets that do not sum to one (label smoothing
+ * gone wrong, partial labels) still get the exact gradient. */
+static void test_cross_entropy_fused_handles_unnormalised_targets(void **state)
+{
+    (void)state;
+    const float logits[3] = {1.0f, 2.0f, 3.0f}, t[3] = {0.5f, 0.2f, 0.1f};
+    mlp *net = logit_net(&mlp_softmax, 3, logits);
+    float value, grad[3];
+    backward_logits(net, &mlp_cross_entropy, t, &value, grad);
+    double lse = log(exp(1.0) + exp(2.0) + exp(3.0)), loss = 0.0;
+    for (int c = 0; c < 3; c++) {
+        double p = exp(logits[c] - lse);
+        assert_close(grad[c], p * 0.8 - t[c], 1e-6);
+        loss += t[c] * (lse - logits[c]);
+    }
+    assert_close(value, loss, 1e-6);
+    mlp_free(net);
+}
+
+/* The fused BCE sums in double too: one logit of 1e8 against target 0
+ * (loss 1e8) and 2^20 logits of -4.6 (loss ~0.01 each). */
+static void test_bce_fused_accumulates_in_double(void **state)
+{
+    (void)state;
+    size_t n = ((size_t)1 << 20) + 1;
+    float *z = malloc(n * sizeof *z), *t = calloc(n, sizeof *t);
+    assert_non_null(z);
+    assert_non_null(t);
+    z[0] = 1e8f;
+    for (size_t i = 1; i < n; i++)
+        z[i] = -4.6f;
+    double value = mlp_bce.loss_logits(&mlp_bce, n, 1, z, t, NULL);
+    double tail = (double)(n - 1) * log1p(exp((double)-4.6f));
+    assert_close(value * (double)n, 1e8 + tail, 1.0);
+    free(z);
+    free(t);
+}
+
+/* Two backwards without a step: the gradient buffer holds the sum of the
+ * two batches' gradients. */
+static void test_backward_accumulates_until_step(void **state)
+{
+    (void)state;
+    const mlp_layer layers[2] = {{4, &mlp_tanh}, {2, &mlp_identity}};
+    mlp_config cfg = {3, 2, layers, 5, MLP_INIT_AUTO, NULL};
+    mlp *both, *first, *second;
+    assert_int_equal(mlp_create(&both, &cfg), MLP_OK);
+    assert_int_equal(mlp_create(&first, &cfg), MLP_OK);
+    assert_int_equal(mlp_create(&second, &cfg), MLP_OK);
+    const float x1[6] = {0.1f, -0.5f, 0.9f, 1.0f, 0.2f, -0.3f}, t1[4] = {1, 0, 0, 1};
+    const float x2[3] = {-0.7f, 0.4f, 0.05f}, t2[2] = {0.5f, -0.5f};
+    assert_int_equal(mlp_forward(both, 2, x1, NULL), MLP_OK);
+    assert_int_equal(mlp_backward(both, &mlp_mse, t1, NULL), MLP_OK);
+    assert_int_equal(mlp_forward(both, 1, x2, NULL), MLP_OK);
+    assert_int_equal(mlp_backward(both, &mlp_mse, t2, NULL), MLP_OK);
+    assert_int_equal(mlp_forward(first, 2, x1, NULL), MLP_OK);
+    assert_int_equal(mlp_backward(first, &mlp_mse, t1, NULL), MLP_OK);
+    assert_int_equal(mlp_forward(second, 1, x2, NULL), MLP_OK);
+    assert_int_equal(mlp_backward(second, &mlp_mse, t2, NULL), MLP_OK);
+    size_t n;
+    const float *g = mlp_grads(both, &n), *g1 = mlp_grads(first, NULL),
+                *g2 = mlp_grads(second, NULL);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(g1[i] != 0.0f && g2[i] != 0.0f);
+        assert_true(g[i] == g1[i] + g2[i]);
+    }
+    mlp_free(both);
+    mlp_free(first);
+    mlp_free(second);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -187,6 +258,9 @@ int main(void)
         cmocka_unit_test(test_generic_paths_clamp_probabilities),
         cmocka_unit_test(test_loss_accumulates_in_double),
         cmocka_unit_test(test_backward_reports_batch_mean_loss),
+        cmocka_unit_test(test_cross_entropy_fused_handles_unnormalised_targets),
+        cmocka_unit_test(test_bce_fused_accumulates_in_double),
+        cmocka_unit_test(test_backward_accumulates_until_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

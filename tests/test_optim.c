@@ -961,6 +961,92 @@ static void test_sgd_step_allocates_nothing(void **state)
     assert_int_equal(failing.live, 0);
 }
 
+/* ---- non-finite updates ----------------------------------------------- */
+
+/* A step that would write NaN or Inf anywhere is refused whole: the weights,
+ * gradients and optimizer state stay as they were, so the same network
+ * then steps exactly like a twin that never saw the refused call. */
+static void assert_step_refused_then_twin_equal(float poison, double learning_rate)
+{
+    mlp_optimizer adam = adam_for_hand_tests(MLP_OPT_ADAM);
+    mlp *net = new_net(NULL), *twin = new_net(NULL);
+    double g[N_PARAMS];
+    backward_step(net, 0, g);
+    backward_step(twin, 0, g);
+    assert_int_equal(mlp_step(net, &adam), MLP_OK);
+    assert_int_equal(mlp_step(twin, &adam), MLP_OK);
+
+    backward_step(net, 1, g);
+    mlp_grads(net, NULL)[1] = poison;
+    snapshot snap;
+    take_snapshot(net, &snap);
+    for (int kind = MLP_OPT_SGD; kind <= MLP_OPT_ADAMW; kind++) {
+        mlp_optimizer opt = mlp_optimizer_default((mlp_optimizer_kind)kind);
+        opt.learning_rate = learning_rate;
+        assert_int_equal(mlp_step(net, &opt), MLP_ERR_NONFINITE);
+        assert_unchanged(net, &snap);
+    }
+    /* Gradients still pending: replace the poisoned one and step. */
+    backward_step(twin, 1, g);
+    mlp_grads(net, NULL)[1] = mlp_grads(twin, NULL)[1];
+    assert_int_equal(mlp_step(net, &adam), MLP_OK);
+    assert_int_equal(mlp_step(twin, &adam), MLP_OK);
+    assert_memory_equal(mlp_params(net, NULL), mlp_params(twin, NULL), N_PARAMS * sizeof(float));
+    mlp_free(net);
+    mlp_free(twin);
+}
+
+static void test_step_with_nan_gradient_is_nonfinite_and_changes_nothing(void **state)
+{
+    (void)state;
+    assert_step_refused_then_twin_equal(NAN, 0.01);
+    assert_step_refused_then_twin_equal(INFINITY, 0.01);
+}
+
+/* A finite gradient whose square (RMSProp, Adam) or whose update (SGD at a
+ * huge learning rate) overflows float. */
+static void test_step_overflowing_update_is_nonfinite_and_changes_nothing(void **state)
+{
+    (void)state;
+    assert_step_refused_then_twin_equal(1e33f, 1e6);
+}
+
+/* ---- clipping precision -------------------------------------------------- */
+
+/* The global norm is summed in double: one gradient of 4096 and 100099 of
+ * 0.01 have a norm of sqrt(4096^2 + 10.0099); a float sum would stop at
+ * 4096^2 (its ulp there is 2) and clip 0.5 instead of 2048 / 4096.00122. */
+static void test_clip_norm_sums_in_double(void **state)
+{
+    (void)state;
+    const mlp_layer layer = {100, &mlp_identity};
+    const mlp_config cfg = {1000, 1, &layer, 3, MLP_INIT_AUTO, NULL};
+    mlp *net;
+    assert_int_equal(mlp_create(&net, &cfg), MLP_OK);
+    static float x[1000], grad_y[100];
+    assert_int_equal(mlp_forward(net, 1, x, NULL), MLP_OK);
+    assert_int_equal(mlp_backward_grad(net, grad_y), MLP_OK);
+    size_t n;
+    float *grads = mlp_grads(net, &n), *params = mlp_params(net, NULL);
+    assert_int_equal(n, 100100);
+    for (size_t i = 0; i < n; i++)
+        grads[i] = 0.01f;
+    grads[0] = 4096.0f;
+    double norm = 0.0;
+    for (size_t i = 0; i < n; i++)
+        norm += (double)grads[i] * grads[i];
+    norm = sqrt(norm);
+    float w0 = params[0];
+    mlp_optimizer sgd = mlp_optimizer_default(MLP_OPT_SGD);
+    sgd.learning_rate = 1.0;
+    sgd.clip_norm = 2048.0;
+    assert_int_equal(mlp_step(net, &sgd), MLP_OK);
+    double expected = (double)w0 - 4096.0 * (2048.0 / norm);
+    assert_close(params[0], expected, 2.5e-4);                   /* 2 ulps at 2048 */
+    assert_true(fabs(params[0] - ((double)w0 - 2048.0)) > 5e-4); /* not the float sum */
+    mlp_free(net);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -991,6 +1077,9 @@ int main(void)
         cmocka_unit_test(test_adam_first_step_allocation_failure_is_nomem_and_changes_nothing),
         cmocka_unit_test(test_failed_state_allocation_keeps_previous_state),
         cmocka_unit_test(test_sgd_step_allocates_nothing),
+        cmocka_unit_test(test_step_with_nan_gradient_is_nonfinite_and_changes_nothing),
+        cmocka_unit_test(test_step_overflowing_update_is_nonfinite_and_changes_nothing),
+        cmocka_unit_test(test_clip_norm_sums_in_double),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
