@@ -77,8 +77,8 @@ static mlp_status alloc_workspace(const mlp *net, size_t batch, workspace *ws)
     size_t n = net->n_params, units = batch * mlp_total_units(net);
     size_t outputs = batch * net->layers[net->n_layers - 1].units;
     memset(ws, 0, sizeof *ws);
-    ws->saved =
-        mlp_alloc(&net->allocator, 2 * n + 3 * batch * net->max_width + outputs, sizeof(float));
+    size_t layers = 3 * batch * net->max_width + mlp_kernel_workspace(net, batch);
+    ws->saved = mlp_alloc(&net->allocator, 2 * n + layers + outputs, sizeof(float));
     ws->signs = mlp_alloc(&net->allocator, 2 * units + net->n_layers, 1);
     if (!ws->saved || !ws->signs) {
         mlp_dealloc(&net->allocator, ws->saved);
@@ -87,7 +87,7 @@ static mlp_status alloc_workspace(const mlp *net, size_t batch, workspace *ws)
     }
     ws->analytic = ws->saved + n;
     ws->layers = ws->analytic + n;
-    ws->grad = ws->layers + 3 * batch * net->max_width;
+    ws->grad = ws->layers + layers;
     memset(ws->signs, 0, 2 * units); /* smooth layers' entries stay 0 */
     ws->kinked = (bool *)(ws->signs + 2 * units);
     for (size_t l = 0; l < net->n_layers; l++)

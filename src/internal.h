@@ -35,6 +35,7 @@ struct mlp {
      * backward's gradients. Sized for batch_capacity samples. */
     size_t batch_capacity, batch;
     float *x_cache, *z_cache, *a_cache, *grad_a, *grad_z;
+    float *kernel_work; /* packing space for the layer products */
     bool forward_pending;
     bool grads_pending; /* a backward since the last step or zero_grad */
 };
@@ -64,10 +65,14 @@ size_t mlp_total_units(const mlp *net);
  * width product can be indexed. */
 bool mlp_batch_ok(const mlp *net, size_t batch);
 
+/* Floats of kernel workspace the layers need for a batch of this size. */
+size_t mlp_kernel_workspace(const mlp *net, size_t batch);
+
 /* Runs every layer over x with the same kernels as mlp_forward, so results
  * are bit-identical, without touching the network. work: 3 * batch *
- * max_width floats, holding z and two alternating activation buffers; the
- * output layer's z is left at its start. The output activations go to out,
+ * max_width floats, holding z and two alternating activation buffers, then
+ * mlp_kernel_workspace(net, batch) more; the output layer's z is left at
+ * its start. The output activations go to out,
  * or stay in work if out is NULL; returns them. If signs is not NULL, for
  * each layer with kinked[l] set, signs[batch * z_offset + i] records
  * whether that layer's pre-activation i is > 0. */

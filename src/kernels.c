@@ -1,35 +1,82 @@
+/* The dense-layer products, routed to the best kernel for the shape and the
+ * processor: tiny products run as plain loops (no packing, no dispatch: the
+ * XOR and control-loop case), single samples as matrix-vector products,
+ * batches through the packed GEMM of gemm.c, built for AVX-512, AVX2+FMA
+ * and plain C and chosen by what the processor supports. */
 #include "kernels.h"
 
 #include <string.h>
 
-/* Eight independent partial sums let the compiler vectorise the dot product
- * without reassociating float additions behind our back. */
-static float dot(size_t n, const float *a, const float *b)
+/* Below this many multiply-adds a product runs as plain loops: packing
+ * would cost more than it saves. */
+#define DIRECT_MADDS 4096
+
+typedef struct kernel_set {
+    size_t (*workspace)(size_t n);
+    void (*gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, float *c,
+                 size_t ldc, float *work);
+    void (*gemv)(size_t out, size_t in, const float *w, const float *x, float *y);
+} kernel_set;
+
+static const kernel_set *kernels(void)
 {
-    float acc[8] = {0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (size_t k = 0; k < 8; k++)
-            acc[k] += a[i + k] * b[i + k];
-    float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; i++)
-        sum += a[i] * b[i];
-    return sum;
+    static const kernel_set generic = {mlp_gemm_workspace_generic, mlp_gemm_generic,
+                                       mlp_gemv_generic};
+#ifdef MLP_X86_KERNELS
+    static const kernel_set avx512 = {mlp_gemm_workspace_avx512, mlp_gemm_avx512, mlp_gemv_avx512};
+    static const kernel_set avx2 = {mlp_gemm_workspace_avx2, mlp_gemm_avx2, mlp_gemv_avx2};
+    if (__builtin_cpu_supports("avx512f"))
+        return &avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return &avx2;
+#endif
+    return &generic;
+}
+
+static int use_gemm(size_t rows, size_t in, size_t out)
+{
+    return rows > 1 && rows * in * out > DIRECT_MADDS;
+}
+
+size_t mlp_dense_workspace(size_t rows, size_t in, size_t out)
+{
+    return use_gemm(rows, in, out) ? kernels()->workspace(in > out ? in : out) : 0;
 }
 
 void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const float *w,
-                       const float *b, float *z)
+                       const float *b, float *z, float *work)
 {
     for (size_t r = 0; r < rows; r++)
-        for (size_t o = 0; o < out; o++)
-            z[r * out + o] = b[o] + dot(in, x + r * in, w + o * in);
+        memcpy(z + r * out, b, out * sizeof(float));
+    if (use_gemm(rows, in, out)) {
+        const mlp_matrix xm = {x, in, 1}, wt = {w, 1, in}; /* W^T: (in, out) */
+        kernels()->gemm(rows, out, in, &xm, &wt, z, out, work);
+    } else if (rows * in * out > DIRECT_MADDS) {
+        kernels()->gemv(out, in, w, x, z);
+    } else {
+        for (size_t r = 0; r < rows; r++)
+            for (size_t o = 0; o < out; o++) {
+                float sum = 0.0f;
+                for (size_t i = 0; i < in; i++)
+                    sum += x[r * in + i] * w[o * in + i];
+                z[r * out + o] += sum;
+            }
+    }
 }
 
 void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
-                           float *dw, float *db)
+                           float *dw, float *db, float *work)
 {
-    memset(dw, 0, out * in * sizeof *dw);
     memset(db, 0, out * sizeof *db);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t o = 0; o < out; o++)
+            db[o] += dz[r * out + o];
+    memset(dw, 0, out * in * sizeof *dw);
+    if (use_gemm(rows, in, out)) {
+        const mlp_matrix dzt = {dz, 1, out}, xm = {x, in, 1}; /* dz^T: (out, rows) */
+        kernels()->gemm(out, in, rows, &dzt, &xm, dw, in, work);
+        return;
+    }
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * in, *dzr = dz + r * out;
         for (size_t o = 0; o < out; o++) {
@@ -37,15 +84,19 @@ void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, 
             float *dwo = dw + o * in;
             for (size_t i = 0; i < in; i++)
                 dwo[i] += g * xr[i];
-            db[o] += g;
         }
     }
 }
 
 void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, const float *w,
-                          float *dx)
+                          float *dx, float *work)
 {
     memset(dx, 0, rows * in * sizeof *dx);
+    if (use_gemm(rows, in, out)) {
+        const mlp_matrix dzm = {dz, out, 1}, wm = {w, in, 1};
+        kernels()->gemm(rows, in, out, &dzm, &wm, dx, in, work);
+        return;
+    }
     for (size_t r = 0; r < rows; r++) {
         float *dxr = dx + r * in;
         for (size_t o = 0; o < out; o++) {

@@ -234,11 +234,21 @@ bool mlp_batch_ok(const mlp *net, size_t batch)
            batch <= MLP_MAX_PARAMS / (mlp_total_units(net) + net->inputs);
 }
 
+size_t mlp_kernel_workspace(const mlp *net, size_t batch)
+{
+    size_t most = 0;
+    for (size_t l = 0; l < net->n_layers; l++) {
+        size_t need = mlp_dense_workspace(batch, net->layers[l].fan_in, net->layers[l].units);
+        most = need > most ? need : most;
+    }
+    return most;
+}
+
 static void layer_forward(const mlp *net, const mlp_dense *d, size_t rows, const float *x, float *z,
-                          float *a)
+                          float *a, float *work)
 {
     mlp_dense_forward(rows, d->fan_in, d->units, x, net->params + d->w_offset,
-                      net->params + d->b_offset, z);
+                      net->params + d->b_offset, z, work);
     d->activation->forward(d->activation, rows, d->units, z, a);
 }
 
@@ -249,7 +259,8 @@ static mlp_status reserve_cache(mlp *net, size_t batch)
     if (batch <= net->batch_capacity)
         return MLP_OK;
     size_t units = mlp_total_units(net);
-    size_t floats = batch * (net->inputs + 2 * units + 2 * net->max_width);
+    size_t floats =
+        batch * (net->inputs + 2 * units + 2 * net->max_width) + mlp_kernel_workspace(net, batch);
     float *block = mlp_alloc(&net->allocator, floats, sizeof(float));
     if (!block)
         return MLP_ERR_NOMEM;
@@ -259,6 +270,7 @@ static mlp_status reserve_cache(mlp *net, size_t batch)
     net->a_cache = net->z_cache + batch * units;
     net->grad_a = net->a_cache + batch * units;
     net->grad_z = net->grad_a + batch * net->max_width;
+    net->kernel_work = net->grad_z + batch * net->max_width;
     net->batch_capacity = batch;
     return MLP_OK;
 }
@@ -292,7 +304,7 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
     const float *in = net->x_cache;
     for (size_t l = 0; l < net->n_layers; l++) {
         const mlp_dense *d = &net->layers[l];
-        layer_forward(net, d, batch, in, cached_z(net, d), cached_a(net, d));
+        layer_forward(net, d, batch, in, cached_z(net, d), cached_a(net, d), net->kernel_work);
         in = cached_a(net, d);
     }
     const mlp_dense *last = &net->layers[net->n_layers - 1];
@@ -317,13 +329,13 @@ static void backprop(mlp *net, float *dest)
         const float *in = l > 0 ? cached_a(net, &net->layers[l - 1]) : net->x_cache;
         /* grad_z: (batch, units); in: (batch, fan_in) */
         mlp_dense_grad_params(batch, d->fan_in, d->units, net->grad_z, in, dest + d->w_offset,
-                              dest + d->b_offset);
+                              dest + d->b_offset, net->kernel_work);
         if (l == 0)
             break;
         const mlp_dense *prev = &net->layers[l - 1];
         /* grad_a: (batch, fan_in) = dL/d(prev a); then through prev's activation. */
         mlp_dense_grad_input(batch, d->fan_in, d->units, net->grad_z, net->params + d->w_offset,
-                             net->grad_a);
+                             net->grad_a, net->kernel_work);
         prev->activation->backward(prev->activation, batch, prev->units, cached_z(net, prev),
                                    cached_a(net, prev), net->grad_a, net->grad_z);
     }
@@ -430,12 +442,12 @@ const float *mlp_run_layers(const mlp *net, size_t batch, const float *x, float 
                             unsigned char *signs, const bool *kinked)
 {
     size_t stride = batch * net->max_width;
-    float *z = work, *ping = work + stride, *pong = work + 2 * stride;
+    float *z = work, *ping = work + stride, *pong = work + 2 * stride, *kernel = work + 3 * stride;
     const float *in = x;
     for (size_t l = 0; l < net->n_layers; l++) {
         const mlp_dense *d = &net->layers[l];
         float *a = (l + 1 == net->n_layers && out) ? out : (in == ping ? pong : ping);
-        layer_forward(net, d, batch, in, z, a);
+        layer_forward(net, d, batch, in, z, a, kernel);
         if (signs && kinked[l])
             for (size_t i = 0, n = batch * d->units; i < n; i++)
                 signs[batch * d->z_offset + i] = z[i] > 0.0f;
@@ -451,7 +463,7 @@ mlp_status mlp_predict(const mlp *net, size_t batch, const float *x, float *y)
     if (!mlp_all_finite(x, batch * net->inputs))
         return MLP_ERR_NONFINITE;
     float stack[PREDICT_STACK_FLOATS];
-    size_t need = 3 * batch * net->max_width;
+    size_t need = 3 * batch * net->max_width + mlp_kernel_workspace(net, batch);
     float *work = stack;
     if (need > PREDICT_STACK_FLOATS) {
         work = mlp_alloc(&net->allocator, need, sizeof(float));

@@ -1,0 +1,295 @@
+/* Single-precision GEMM and GEMV for the dense layers.
+ *
+ * GEMM, C = op(A) op(B) (+ C), blocked for the caches and register-tiled
+ * after Goto & van de Geijn, "Anatomy of High-Performance Matrix
+ * Multiplication" (2008), as in BLIS:
+ *
+ *   for each KC-deep slice of k:          pack B's slice into NR-wide panels
+ *     for each MC-tall block of rows:     pack A's block into MR-tall panels
+ *       for each MR x NR tile:            micro-kernel, accumulators in registers
+ *
+ * Packing turns any layout (either operand transposed or not: any row and
+ * column stride) into one contiguous stream for the micro-kernel, so one
+ * code path serves the three products of a dense layer.
+ *
+ * This file is compiled once per instruction set (see meson.build) with
+ * KERNEL_SUFFIX and the target flags set; kernels.c picks one at run time.
+ * The tile follows the register file: 32 zmm registers hold 8 x 32
+ * accumulators, 16 ymm hold 6 x 16. Summation order depends only on the
+ * shapes, never on the data, so results are reproducible run to run. */
+#include "kernels.h"
+
+#include <string.h>
+
+#ifndef KERNEL_SUFFIX
+#define KERNEL_SUFFIX generic
+#endif
+#define KERNEL_CAT2(a, b) a##_##b
+#define KERNEL_CAT(a, b) KERNEL_CAT2(a, b)
+#define KERNEL_NAME(name) KERNEL_CAT(name, KERNEL_SUFFIX)
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define MR 8
+#define NR 32
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define MR 6
+#define NR 16
+#else
+#define MR 4
+#define NR 8
+#endif
+/* A KC x NR panel of B (up to 32 KiB) stays in L1 while a block's tiles
+ * stream past it; the MC x KC block of A (up to 64 KiB) stays in L2. */
+#define KC 256
+#define MC (MR * 8)
+
+/* ---- packing ----------------------------------------------------------- */
+
+/* Packs rows [0, mc) x columns [0, kc) of A into MR-tall panels, each laid
+ * out column by column (MR consecutive floats per k), zero-padded. The
+ * loops walk A along its unit stride, whichever that is: the packed panel
+ * is small enough to take the scattered writes in L1. */
+static void pack_a(size_t mc, size_t kc, const float *a, size_t rs, size_t cs, float *dst)
+{
+    for (size_t i0 = 0; i0 < mc; i0 += MR, dst += MR * kc) {
+        size_t rows = mc - i0 < MR ? mc - i0 : MR;
+        if (rows < MR)
+            memset(dst, 0, MR * kc * sizeof(float));
+        if (cs == 1) {
+            for (size_t i = 0; i < rows; i++)
+                for (size_t p = 0; p < kc; p++)
+                    dst[p * MR + i] = a[(i0 + i) * rs + p];
+        } else {
+            for (size_t p = 0; p < kc; p++)
+                for (size_t i = 0; i < rows; i++)
+                    dst[p * MR + i] = a[(i0 + i) * rs + p * cs];
+        }
+    }
+}
+
+/* Packs rows [0, kc) x columns [0, nc) of B into NR-wide panels, row by
+ * row (NR consecutive floats per k), zero-padded; again along B's unit
+ * stride. */
+static void pack_b(size_t kc, size_t nc, const float *b, size_t rs, size_t cs, float *dst)
+{
+    for (size_t j0 = 0; j0 < nc; j0 += NR, dst += NR * kc) {
+        size_t cols = nc - j0 < NR ? nc - j0 : NR;
+        if (cols < NR)
+            memset(dst, 0, NR * kc * sizeof(float));
+        if (cs == 1) {
+            for (size_t p = 0; p < kc; p++)
+                memcpy(dst + p * NR, b + p * rs + j0, cols * sizeof(float));
+        } else {
+            for (size_t j = 0; j < cols; j++)
+                for (size_t p = 0; p < kc; p++)
+                    dst[p * NR + j] = b[p * rs + (j0 + j) * cs];
+        }
+    }
+}
+
+/* ---- micro-kernels: C (MR x NR, leading dimension ldc) += a b ----------- */
+
+/* Intrinsics, not vector-extension arrays: each accumulator is then its own
+ * register for the whole loop, where arrays get spilled to the stack. */
+#if defined(__AVX512F__)
+
+#define TILE_LOAD(i)                                                                               \
+    __m512 c##i##0 = _mm512_loadu_ps(c + i * ldc), c##i##1 = _mm512_loadu_ps(c + i * ldc + 16)
+#define TILE_FMA(i)                                                                                \
+    do {                                                                                           \
+        __m512 ai = _mm512_set1_ps(a[i]);                                                          \
+        c##i##0 = _mm512_fmadd_ps(ai, b0, c##i##0);                                                \
+        c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1);                                                \
+    } while (0)
+#define TILE_STORE(i)                                                                              \
+    do {                                                                                           \
+        _mm512_storeu_ps(c + i * ldc, c##i##0);                                                    \
+        _mm512_storeu_ps(c + i * ldc + 16, c##i##1);                                               \
+    } while (0)
+
+static void micro_kernel(size_t kc, const float *a, const float *b, float *c, size_t ldc)
+{
+    TILE_LOAD(0);
+    TILE_LOAD(1);
+    TILE_LOAD(2);
+    TILE_LOAD(3);
+    TILE_LOAD(4);
+    TILE_LOAD(5);
+    TILE_LOAD(6);
+    TILE_LOAD(7);
+    for (size_t p = 0; p < kc; p++, a += MR, b += NR) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        TILE_FMA(0);
+        TILE_FMA(1);
+        TILE_FMA(2);
+        TILE_FMA(3);
+        TILE_FMA(4);
+        TILE_FMA(5);
+        TILE_FMA(6);
+        TILE_FMA(7);
+    }
+    TILE_STORE(0);
+    TILE_STORE(1);
+    TILE_STORE(2);
+    TILE_STORE(3);
+    TILE_STORE(4);
+    TILE_STORE(5);
+    TILE_STORE(6);
+    TILE_STORE(7);
+}
+
+#elif defined(__AVX2__) && defined(__FMA__)
+
+#define TILE_LOAD(i)                                                                               \
+    __m256 c##i##0 = _mm256_loadu_ps(c + i * ldc), c##i##1 = _mm256_loadu_ps(c + i * ldc + 8)
+#define TILE_FMA(i)                                                                                \
+    do {                                                                                           \
+        __m256 ai = _mm256_broadcast_ss(a + i);                                                    \
+        c##i##0 = _mm256_fmadd_ps(ai, b0, c##i##0);                                                \
+        c##i##1 = _mm256_fmadd_ps(ai, b1, c##i##1);                                                \
+    } while (0)
+#define TILE_STORE(i)                                                                              \
+    do {                                                                                           \
+        _mm256_storeu_ps(c + i * ldc, c##i##0);                                                    \
+        _mm256_storeu_ps(c + i * ldc + 8, c##i##1);                                                \
+    } while (0)
+
+static void micro_kernel(size_t kc, const float *a, const float *b, float *c, size_t ldc)
+{
+    TILE_LOAD(0);
+    TILE_LOAD(1);
+    TILE_LOAD(2);
+    TILE_LOAD(3);
+    TILE_LOAD(4);
+    TILE_LOAD(5);
+    for (size_t p = 0; p < kc; p++, a += MR, b += NR) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        TILE_FMA(0);
+        TILE_FMA(1);
+        TILE_FMA(2);
+        TILE_FMA(3);
+        TILE_FMA(4);
+        TILE_FMA(5);
+    }
+    TILE_STORE(0);
+    TILE_STORE(1);
+    TILE_STORE(2);
+    TILE_STORE(3);
+    TILE_STORE(4);
+    TILE_STORE(5);
+}
+
+#else
+
+/* Portable: plain loops over a small tile, which compilers vectorise for
+ * whatever the baseline (SSE2 on x86-64, NEON on arm64) offers. */
+static void micro_kernel(size_t kc, const float *a, const float *b, float *c, size_t ldc)
+{
+    float acc[MR][NR];
+    for (size_t i = 0; i < MR; i++)
+        for (size_t j = 0; j < NR; j++)
+            acc[i][j] = c[i * ldc + j];
+    for (size_t p = 0; p < kc; p++, a += MR, b += NR)
+        for (size_t i = 0; i < MR; i++)
+            for (size_t j = 0; j < NR; j++)
+                acc[i][j] += a[i] * b[j];
+    for (size_t i = 0; i < MR; i++)
+        for (size_t j = 0; j < NR; j++)
+            c[i * ldc + j] = acc[i][j];
+}
+
+#endif
+
+/* A tile at the matrix's edge goes through a full-size scratch tile. */
+static void edge_kernel(size_t kc, const float *a, const float *b, float *c, size_t ldc,
+                        size_t rows, size_t cols)
+{
+    float tile[MR * NR];
+    for (size_t r = 0; r < MR; r++)
+        for (size_t s = 0; s < NR; s++)
+            tile[r * NR + s] = r < rows && s < cols ? c[r * ldc + s] : 0.0f;
+    micro_kernel(kc, a, b, tile, NR);
+    for (size_t r = 0; r < rows; r++)
+        memcpy(c + r * ldc, tile + r * NR, cols * sizeof(float));
+}
+
+/* ---- the products -------------------------------------------------------- */
+
+size_t KERNEL_NAME(mlp_gemm_workspace)(size_t n)
+{
+    size_t panels = (n + NR - 1) / NR;
+    return MC * KC + KC * panels * NR;
+}
+
+void KERNEL_NAME(mlp_gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b,
+                           float *c, size_t ldc, float *work)
+{
+    float *packed_a = work, *packed_b = work + MC * KC;
+    for (size_t p0 = 0; p0 < k; p0 += KC) {
+        size_t kc = k - p0 < KC ? k - p0 : KC;
+        pack_b(kc, n, b->data + p0 * b->row_stride, b->row_stride, b->col_stride, packed_b);
+        for (size_t i0 = 0; i0 < m; i0 += MC) {
+            size_t mc = m - i0 < MC ? m - i0 : MC;
+            pack_a(mc, kc, a->data + i0 * a->row_stride + p0 * a->col_stride, a->row_stride,
+                   a->col_stride, packed_a);
+            for (size_t j = 0; j < n; j += NR) {
+                size_t cols = n - j < NR ? n - j : NR;
+                for (size_t i = 0; i < mc; i += MR) {
+                    size_t rows = mc - i < MR ? mc - i : MR;
+                    float *tile = c + (i0 + i) * ldc + j;
+                    if (rows == MR && cols == NR)
+                        micro_kernel(kc, packed_a + i * kc, packed_b + j * kc, tile, ldc);
+                    else
+                        edge_kernel(kc, packed_a + i * kc, packed_b + j * kc, tile, ldc, rows,
+                                    cols);
+                }
+            }
+        }
+    }
+}
+
+/* y (out) += W (out x in, row-major) x (in): four rows at a time so each
+ * load of x serves four dot products. Each row's sum is split over NR
+ * lanes and reduced in a fixed order. */
+void KERNEL_NAME(mlp_gemv)(size_t out, size_t in, const float *w, const float *x, float *y)
+{
+    size_t o = 0;
+    for (; o + 4 <= out; o += 4) {
+        const float *w0 = w + o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
+        float s0[NR] = {0}, s1[NR] = {0}, s2[NR] = {0}, s3[NR] = {0};
+        size_t i = 0;
+        for (; i + NR <= in; i += NR)
+            for (size_t l = 0; l < NR; l++) {
+                s0[l] += w0[i + l] * x[i + l];
+                s1[l] += w1[i + l] * x[i + l];
+                s2[l] += w2[i + l] * x[i + l];
+                s3[l] += w3[i + l] * x[i + l];
+            }
+        for (; i < in; i++) {
+            s0[0] += w0[i] * x[i];
+            s1[0] += w1[i] * x[i];
+            s2[0] += w2[i] * x[i];
+            s3[0] += w3[i] * x[i];
+        }
+        for (size_t l = 0; l < NR; l++) {
+            y[o] += s0[l];
+            y[o + 1] += s1[l];
+            y[o + 2] += s2[l];
+            y[o + 3] += s3[l];
+        }
+    }
+    for (; o < out; o++) {
+        const float *wo = w + o * in;
+        float s[NR] = {0};
+        size_t i = 0;
+        for (; i + NR <= in; i += NR)
+            for (size_t l = 0; l < NR; l++)
+                s[l] += wo[i + l] * x[i + l];
+        for (; i < in; i++)
+            s[0] += wo[i] * x[i];
+        for (size_t l = 0; l < NR; l++)
+            y[o] += s[l];
+    }
+}
