@@ -40,6 +40,18 @@ struct mlp {
     bool grads_pending; /* a backward since the last step or zero_grad */
 };
 
+/* For the element-wise loops over all parameters (optimizer, checks): one
+ * copy per x86-64 level, the best picked by the loader, so they run as
+ * wide as the processor allows while the default build stays portable. */
+#if defined(MLP_X86_KERNELS) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define MLP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef MLP_VECTOR_CLONES
+#define MLP_VECTOR_CLONES
+#endif
+
 void *mlp_alloc(const mlp_allocator *al, size_t count, size_t size);
 void mlp_dealloc(const mlp_allocator *al, void *ptr);
 

@@ -56,14 +56,14 @@ void mlp_dealloc(const mlp_allocator *al, void *ptr)
         al->free(al->opaque, ptr);
 }
 
-bool mlp_all_finite(const float *v, size_t n)
+MLP_VECTOR_CLONES bool mlp_all_finite(const float *v, size_t n)
 {
-    /* x - x is 0 for finite x and NaN otherwise; summing keeps the loop
-     * branch-free and vectorisable. */
-    float acc = 0.0f;
+    /* x - x is 0 for finite x and NaN otherwise; OR-ing the comparisons
+     * keeps the loop branch-free and vectorisable. */
+    int bad = 0;
     for (size_t i = 0; i < n; i++)
-        acc += v[i] - v[i];
-    return acc == 0.0f;
+        bad |= v[i] - v[i] != 0.0f;
+    return !bad;
 }
 
 /* ---- creation ---------------------------------------------------------- */
@@ -341,6 +341,16 @@ static void backprop(mlp *net, float *dest)
     }
 }
 
+MLP_VECTOR_CLONES static bool sum_is_finite(const float *a, const float *b, size_t n)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float sum = a[i] + b[i];
+        bad |= sum - sum != 0.0f;
+    }
+    return !bad;
+}
+
 /* Runs backprop and adds the result to net->grads, all or nothing: the
  * first backward after a step writes straight into the (zero) gradients and
  * zeroes them again on failure; later ones go through a scratch buffer. */
@@ -362,12 +372,7 @@ static mlp_status backprop_accumulate(mlp *net)
         }
         float *scratch = net->grads_scratch;
         backprop(net, scratch);
-        float check = 0.0f;
-        for (size_t i = 0; i < net->n_params; i++) {
-            float sum = net->grads[i] + scratch[i];
-            check += sum - sum;
-        }
-        if (check != 0.0f)
+        if (!sum_is_finite(net->grads, scratch, net->n_params))
             return MLP_ERR_NONFINITE;
         for (size_t i = 0; i < net->n_params; i++)
             net->grads[i] += scratch[i];

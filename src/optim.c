@@ -81,6 +81,12 @@ static mlp_status reserve_moments(mlp *net, mlp_optimizer_kind kind)
             mlp_dealloc(&net->allocator, m2);
         return MLP_ERR_NOMEM;
     }
+    /* New buffers start at zero, so every stored moment is always finite
+     * and "keep * m" below is exactly 0 for a fresh kind. */
+    if (m1 != net->moment1)
+        memset(m1, 0, net->n_params * sizeof(float));
+    if (m2 != net->moment2)
+        memset(m2, 0, net->n_params * sizeof(float));
     net->moment1 = m1;
     net->moment2 = m2;
     return MLP_OK;
@@ -142,32 +148,92 @@ static step_rule make_rule(const mlp *net, const mlp_optimizer *opt, uint64_t t)
     return r;
 }
 
-/* The update rule of mlp.h for one parameter w with moments m, v. */
-static inline void update(const step_rule *r, float grad, float *w, float *m, float *v)
+/* 1 if x is NaN or Inf: its exponent bits all set. Integer work, so the
+ * loops below vectorise without reassociating any float arithmetic. */
+static inline int nonfinite(float x)
 {
-    float g = grad * r->scale + r->wd * *w;
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return (bits & 0x7f800000u) == 0x7f800000u;
+}
+
+/* One pass of the update rule of mlp.h over all parameters. With store
+ * false it only computes, and returns nonzero if any new weight or moment
+ * would be NaN or Inf; with store true (a constant in each caller) it
+ * writes them. keep is 1, or 0 to read the moments as zero for a kind's
+ * first step (stored moments are always finite, so keep * m is exactly 0).
+ * One branch-free loop per kind, so each vectorises. */
+static inline int step_pass(const step_rule *r, size_t n, float *restrict w, float *restrict m,
+                            float *restrict v, const float *restrict grads, float keep,
+                            const bool store)
+{
+    int bad = 0;
     switch (r->kind) {
-    case MLP_OPT_SGD: *w -= r->lr * g; break;
+    case MLP_OPT_SGD:
+        for (size_t i = 0; i < n; i++) {
+            float g = grads[i] * r->scale + r->wd * w[i];
+            float wi = w[i] - r->lr * g;
+            if (store)
+                w[i] = wi;
+            bad |= nonfinite(wi);
+        }
+        break;
     case MLP_OPT_MOMENTUM:
-        *m = r->mu * *m + g;
-        *w -= r->lr * *m;
+        for (size_t i = 0; i < n; i++) {
+            float g = grads[i] * r->scale + r->wd * w[i];
+            float mi = r->mu * (keep * m[i]) + g;
+            float wi = w[i] - r->lr * mi;
+            if (store)
+                w[i] = wi, m[i] = mi;
+            bad |= nonfinite(wi) | nonfinite(mi);
+        }
         break;
     case MLP_OPT_NESTEROV:
-        *m = r->mu * *m + g;
-        *w -= r->lr * (g + r->mu * *m);
+        for (size_t i = 0; i < n; i++) {
+            float g = grads[i] * r->scale + r->wd * w[i];
+            float mi = r->mu * (keep * m[i]) + g;
+            float wi = w[i] - r->lr * (g + r->mu * mi);
+            if (store)
+                w[i] = wi, m[i] = mi;
+            bad |= nonfinite(wi) | nonfinite(mi);
+        }
         break;
     case MLP_OPT_RMSPROP:
-        *m = r->rho * *m + r->one_minus_rho * g * g;
-        *w -= r->lr * g / (sqrtf(*m) + r->eps);
+        for (size_t i = 0; i < n; i++) {
+            float g = grads[i] * r->scale + r->wd * w[i];
+            float mi = r->rho * (keep * m[i]) + r->one_minus_rho * g * g;
+            float wi = w[i] - r->lr * g / (sqrtf(mi) + r->eps);
+            if (store)
+                w[i] = wi, m[i] = mi;
+            bad |= nonfinite(wi) | nonfinite(mi);
+        }
         break;
     case MLP_OPT_ADAM:
     case MLP_OPT_ADAMW:
-        *w *= r->decay;
-        *m = r->b1 * *m + r->one_minus_b1 * g;
-        *v = r->b2 * *v + r->one_minus_b2 * g * g;
-        *w -= r->lr_t * *m / (sqrtf(*v) * r->inv_sqrt_bc2 + r->eps);
+        for (size_t i = 0; i < n; i++) {
+            float g = grads[i] * r->scale + r->wd * w[i];
+            float mi = r->b1 * (keep * m[i]) + r->one_minus_b1 * g;
+            float vi = r->b2 * (keep * v[i]) + r->one_minus_b2 * g * g;
+            float wi = w[i] * r->decay - r->lr_t * mi / (sqrtf(vi) * r->inv_sqrt_bc2 + r->eps);
+            if (store)
+                w[i] = wi, m[i] = mi, v[i] = vi;
+            bad |= nonfinite(wi) | nonfinite(mi) | nonfinite(vi);
+        }
         break;
     }
+    return bad;
+}
+
+MLP_VECTOR_CLONES static int step_check(const step_rule *r, size_t n, float *w, float *m, float *v,
+                                        const float *grads, float keep)
+{
+    return step_pass(r, n, w, m, v, grads, keep, false);
+}
+
+MLP_VECTOR_CLONES static void step_store(const step_rule *r, size_t n, float *w, float *m, float *v,
+                                         const float *grads, float keep)
+{
+    step_pass(r, n, w, m, v, grads, keep, true);
 }
 
 mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
@@ -184,31 +250,14 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
     bool fresh = (int)opt->kind != net->opt_kind;
     uint64_t t = fresh ? 1 : net->opt_steps + 1;
     step_rule rule = make_rule(net, opt, t);
-    int moments = mlp_moments_needed((int)opt->kind);
-    float *w = net->params, *m1 = net->moment1, *m2 = net->moment2;
-    const float *grads = net->grads;
-
     /* Two passes, all or nothing: the first computes every new value and
      * only checks that it is finite (a NaN gradient, or an update that
      * overflows a weight or g^2); the second, identical, stores them. */
-    float check = 0.0f;
-    for (size_t i = 0, n = net->n_params; i < n; i++) {
-        float wi = w[i], m = moments >= 1 && !fresh ? m1[i] : 0.0f;
-        float v = moments >= 2 && !fresh ? m2[i] : 0.0f;
-        update(&rule, grads[i], &wi, &m, &v);
-        check += (wi - wi) + (m - m) + (v - v);
-    }
-    if (check != 0.0f)
+    size_t n = net->n_params;
+    float keep = fresh ? 0.0f : 1.0f;
+    if (step_check(&rule, n, net->params, net->moment1, net->moment2, net->grads, keep))
         return MLP_ERR_NONFINITE;
-    for (size_t i = 0, n = net->n_params; i < n; i++) {
-        float m = moments >= 1 && !fresh ? m1[i] : 0.0f;
-        float v = moments >= 2 && !fresh ? m2[i] : 0.0f;
-        update(&rule, grads[i], &w[i], &m, &v);
-        if (moments >= 1)
-            m1[i] = m;
-        if (moments >= 2)
-            m2[i] = v;
-    }
+    step_store(&rule, n, net->params, net->moment1, net->moment2, net->grads, keep);
     net->opt_kind = (int)opt->kind;
     net->opt_steps = t;
     net->forward_pending = false;
