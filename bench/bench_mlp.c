@@ -103,7 +103,7 @@ static float *random_floats(size_t n, unsigned seed)
 
 static void tiny(void)
 {
-    const mlp_layer layers[2] = {{8, &mlp_tanh}, {1, &mlp_sigmoid}};
+    const mlp_layer layers[2] = {{8, &mlp_relu}, {1, &mlp_sigmoid}};
     mlp_config cfg = {2, 2, layers, 1, MLP_INIT_AUTO, NULL};
     mlp *net;
     check(mlp_create(&net, &cfg), "create");
@@ -162,10 +162,10 @@ typedef struct gemm_shape {
 } gemm_shape;
 
 static const gemm_shape train_gemms[] = {
-    {64, 256, 784, CblasNoTrans, CblasTrans}, {256, 784, 64, CblasTrans, CblasNoTrans},
-    {64, 128, 256, CblasNoTrans, CblasTrans}, {128, 256, 64, CblasTrans, CblasNoTrans},
+    {64, 256, 784, CblasNoTrans, CblasTrans},   {256, 784, 64, CblasTrans, CblasNoTrans},
+    {64, 128, 256, CblasNoTrans, CblasTrans},   {128, 256, 64, CblasTrans, CblasNoTrans},
     {64, 256, 128, CblasNoTrans, CblasNoTrans}, {64, 10, 128, CblasNoTrans, CblasTrans},
-    {10, 128, 64, CblasTrans, CblasNoTrans},  {64, 128, 10, CblasNoTrans, CblasNoTrans},
+    {10, 128, 64, CblasTrans, CblasNoTrans},    {64, 128, 10, CblasNoTrans, CblasNoTrans},
 };
 
 typedef struct blas_ctx {
@@ -178,8 +178,8 @@ static void blas_step(void *ctx)
     for (size_t i = 0; i < sizeof train_gemms / sizeof train_gemms[0]; i++) {
         const gemm_shape *s = &train_gemms[i];
         int lda = s->ta == CblasNoTrans ? s->k : s->m, ldb = s->tb == CblasNoTrans ? s->n : s->k;
-        cblas_sgemm(CblasRowMajor, s->ta, s->tb, s->m, s->n, s->k, 1.0f, g->a, lda, g->b, ldb,
-                    0.0f, g->c, s->n);
+        cblas_sgemm(CblasRowMajor, s->ta, s->tb, s->m, s->n, s->k, 1.0f, g->a, lda, g->b, ldb, 0.0f,
+                    g->c, s->n);
     }
 }
 

@@ -17,6 +17,7 @@ typedef struct mlp_dense {
 struct mlp {
     mlp_allocator allocator;
     size_t inputs, n_layers, max_width;
+    size_t max_batch; /* see mlp_batch_ok */
     mlp_dense *layers;
 
     size_t n_params;
@@ -65,7 +66,18 @@ size_t mlp_config_param_count(const mlp_config *cfg);
 /* Moment buffers an optimizer kind keeps (0, 1 or 2). */
 int mlp_moments_needed(int kind);
 
-bool mlp_all_finite(const float *v, size_t n);
+/* Whether every value is finite; short arrays inline (a tiny network's
+ * forward checks a few values per call), long ones vectorised. */
+bool mlp_all_finite_wide(const float *v, size_t n);
+static inline bool mlp_all_finite(const float *v, size_t n)
+{
+    if (n > 64)
+        return mlp_all_finite_wide(v, n);
+    for (size_t i = 0; i < n; i++)
+        if (v[i] - v[i] != 0.0f)
+            return false;
+    return true;
+}
 mlp_status mlp_check_activation(const mlp_activation *act);
 mlp_status mlp_check_loss(const mlp_loss *loss);
 

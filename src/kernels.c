@@ -46,27 +46,37 @@ size_t mlp_dense_workspace(size_t rows, size_t in, size_t out)
 void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const float *w,
                        const float *b, float *z, float *work)
 {
-    for (size_t r = 0; r < rows; r++)
-        memcpy(z + r * out, b, out * sizeof(float));
-    if (use_gemm(rows, in, out)) {
-        const mlp_matrix xm = {x, in, 1}, wt = {w, 1, in}; /* W^T: (in, out) */
-        kernels()->gemm(rows, out, in, &xm, &wt, z, out, work);
-    } else if (rows * in * out > DIRECT_MADDS) {
-        kernels()->gemv(out, in, w, x, z);
-    } else {
+    if (rows * in * out <= DIRECT_MADDS) {
         for (size_t r = 0; r < rows; r++)
             for (size_t o = 0; o < out; o++) {
                 float sum = 0.0f;
                 for (size_t i = 0; i < in; i++)
                     sum += x[r * in + i] * w[o * in + i];
-                z[r * out + o] += sum;
+                z[r * out + o] = b[o] + sum;
             }
+        return;
+    }
+    for (size_t r = 0; r < rows; r++)
+        memcpy(z + r * out, b, out * sizeof(float));
+    if (use_gemm(rows, in, out)) {
+        const mlp_matrix xm = {x, in, 1}, wt = {w, 1, in}; /* W^T: (in, out) */
+        kernels()->gemm(rows, out, in, &xm, &wt, z, out, work);
+    } else {
+        kernels()->gemv(out, in, w, x, z);
     }
 }
 
 void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
                            float *dw, float *db, float *work)
 {
+    if (rows == 1) { /* an outer product: written, not accumulated */
+        for (size_t o = 0; o < out; o++) {
+            db[o] = dz[o];
+            for (size_t i = 0; i < in; i++)
+                dw[o * in + i] = dz[o] * x[i];
+        }
+        return;
+    }
     memset(db, 0, out * sizeof *db);
     for (size_t r = 0; r < rows; r++)
         for (size_t o = 0; o < out; o++)
@@ -91,19 +101,21 @@ void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, 
 void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, const float *w,
                           float *dx, float *work)
 {
-    memset(dx, 0, rows * in * sizeof *dx);
     if (use_gemm(rows, in, out)) {
+        memset(dx, 0, rows * in * sizeof *dx);
         const mlp_matrix dzm = {dz, out, 1}, wm = {w, in, 1};
         kernels()->gemm(rows, in, out, &dzm, &wm, dx, in, work);
         return;
     }
     for (size_t r = 0; r < rows; r++) {
         float *dxr = dx + r * in;
-        for (size_t o = 0; o < out; o++) {
-            float g = dz[r * out + o];
+        const float *dzr = dz + r * out;
+        for (size_t i = 0; i < in; i++)
+            dxr[i] = dzr[0] * w[i];
+        for (size_t o = 1; o < out; o++) {
             const float *wo = w + o * in;
             for (size_t i = 0; i < in; i++)
-                dxr[i] += g * wo[i];
+                dxr[i] += dzr[o] * wo[i];
         }
     }
 }

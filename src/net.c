@@ -56,7 +56,7 @@ void mlp_dealloc(const mlp_allocator *al, void *ptr)
         al->free(al->opaque, ptr);
 }
 
-MLP_VECTOR_CLONES bool mlp_all_finite(const float *v, size_t n)
+MLP_VECTOR_CLONES bool mlp_all_finite_wide(const float *v, size_t n)
 {
     /* x - x is 0 for finite x and NaN otherwise; OR-ing the comparisons
      * keeps the loop branch-free and vectorisable. */
@@ -164,6 +164,10 @@ mlp_status mlp_create(mlp **out, const mlp_config *cfg)
         fan_in = d->units;
     }
     net->n_params = offset;
+    /* The largest batch whose training cache can be indexed (mlp.h). */
+    size_t per_sample = cache_offset + net->inputs;
+    net->max_batch =
+        MLP_MAX_PARAMS / per_sample < MLP_MAX_BATCH ? MLP_MAX_PARAMS / per_sample : MLP_MAX_BATCH;
     net->params = mlp_alloc(&al, net->n_params, sizeof(float));
     net->grads = mlp_alloc(&al, net->n_params, sizeof(float));
     if (!net->params || !net->grads) {
@@ -230,8 +234,18 @@ size_t mlp_total_units(const mlp *net)
 
 bool mlp_batch_ok(const mlp *net, size_t batch)
 {
-    return batch > 0 && batch <= MLP_MAX_BATCH &&
-           batch <= MLP_MAX_PARAMS / (mlp_total_units(net) + net->inputs);
+    return batch > 0 && batch <= net->max_batch;
+}
+
+/* memcpy for the few floats of a tiny network, without a library call. */
+static void copy_floats(float *dst, const float *src, size_t n)
+{
+    if (n > 32) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        dst[i] = src[i];
 }
 
 size_t mlp_kernel_workspace(const mlp *net, size_t batch)
@@ -300,7 +314,7 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
         return st;
 
     net->batch = batch;
-    memcpy(net->x_cache, x, batch * net->inputs * sizeof(float));
+    copy_floats(net->x_cache, x, batch * net->inputs);
     const float *in = net->x_cache;
     for (size_t l = 0; l < net->n_layers; l++) {
         const mlp_dense *d = &net->layers[l];
@@ -312,7 +326,7 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
     if (!mlp_all_finite(cached_z(net, last), n_out) || !mlp_all_finite(in, n_out))
         return MLP_ERR_NONFINITE;
     if (y)
-        memcpy(y, in, n_out * sizeof(float));
+        copy_floats(y, in, n_out);
     net->forward_pending = true;
     return MLP_OK;
 }
@@ -404,7 +418,7 @@ mlp_status mlp_backward(mlp *net, const mlp_loss *loss, const float *target, flo
     if (!isfinite((float)value) || !mlp_all_finite(net->grad_a, n_out))
         return MLP_ERR_NONFINITE;
     if (fused)
-        memcpy(net->grad_z, net->grad_a, n_out * sizeof(float));
+        copy_floats(net->grad_z, net->grad_a, n_out);
     else
         last->activation->backward(last->activation, net->batch, last->units, cached_z(net, last),
                                    cached_a(net, last), net->grad_a, net->grad_z);

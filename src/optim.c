@@ -143,8 +143,9 @@ static step_rule make_rule(const mlp *net, const mlp_optimizer *opt, uint64_t t)
     r.b2 = (float)opt->beta2, r.one_minus_b2 = (float)(1.0 - opt->beta2);
     /* Adam's bias corrections folded into two constants (Kingma & Ba, end
      * of section 2): w -= lr_t m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
-    r.lr_t = (float)(opt->learning_rate / (1.0 - pow(opt->beta1, (double)t)));
-    r.inv_sqrt_bc2 = (float)(1.0 / sqrt(1.0 - pow(opt->beta2, (double)t)));
+    bool adam = opt->kind == MLP_OPT_ADAM || opt->kind == MLP_OPT_ADAMW;
+    r.lr_t = adam ? (float)(opt->learning_rate / (1.0 - pow(opt->beta1, (double)t))) : 0.0f;
+    r.inv_sqrt_bc2 = adam ? (float)(1.0 / sqrt(1.0 - pow(opt->beta2, (double)t))) : 0.0f;
     return r;
 }
 
