@@ -1,0 +1,105 @@
+/* FANN on the shapes of bench_mlp, for bench/compare.sh: a 2-8-1 network
+ * (forward and one-sample train step) and 784-256-128-10 (per-sample
+ * training, the only kind FANN has, and batch-1 inference). Hidden layers
+ * use FANN_LINEAR_PIECE, FANN 2.2's closest to ReLU; outputs sigmoid.
+ * Prints the same "name value unit" lines as bench_mlp. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <fann.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define ROUNDS 7
+#define ROUND_SECONDS 0.15
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+typedef void (*bench_fn)(void *ctx);
+
+static double best_seconds(bench_fn fn, void *ctx)
+{
+    long calls = 1;
+    for (double t0 = now(); now() - t0 < ROUND_SECONDS / 4; calls *= 2)
+        for (long i = 0; i < calls; i++)
+            fn(ctx);
+    double best = 1e30;
+    for (int r = 0; r < ROUNDS; r++) {
+        double t0 = now();
+        for (long i = 0; i < calls; i++)
+            fn(ctx);
+        double per = (now() - t0) / (double)calls;
+        best = per < best ? per : best;
+    }
+    return best;
+}
+
+typedef struct bench {
+    struct fann *ann;
+    fann_type *x, *t;
+    size_t samples, inputs, outputs;
+} bench;
+
+static void run(void *ctx)
+{
+    bench *b = ctx;
+    fann_run(b->ann, b->x);
+}
+
+static void train(void *ctx)
+{
+    bench *b = ctx;
+    fann_train(b->ann, b->x, b->t);
+}
+
+/* All samples of a batch, one fann_train each. */
+static void train_batch(void *ctx)
+{
+    bench *b = ctx;
+    for (size_t s = 0; s < b->samples; s++)
+        fann_train(b->ann, b->x + s * b->inputs, b->t + s * b->outputs);
+}
+
+static struct fann *make(unsigned layers, const unsigned *sizes)
+{
+    struct fann *ann = fann_create_standard_array(layers, sizes);
+    if (!ann)
+        exit(1);
+    fann_set_activation_function_hidden(ann, FANN_LINEAR_PIECE);
+    fann_set_activation_function_output(ann, FANN_SIGMOID);
+    fann_set_training_algorithm(ann, FANN_TRAIN_INCREMENTAL);
+    return ann;
+}
+
+int main(void)
+{
+    const unsigned tiny_sizes[3] = {2, 8, 1};
+    fann_type tx[2] = {0.25f, -0.5f}, tt[1] = {1.0f};
+    bench tiny = {make(3, tiny_sizes), tx, tt, 1, 2, 1};
+    printf("tiny_2_8_1_forward_ns %.1f ns\n", 1e9 * best_seconds(run, &tiny));
+    printf("tiny_2_8_1_train_step_ns %.1f ns\n", 1e9 * best_seconds(train, &tiny));
+    fann_destroy(tiny.ann);
+
+    const unsigned sizes[4] = {784, 256, 128, 10};
+    bench big = {make(4, sizes), malloc(64 * 784 * sizeof(fann_type)),
+                 calloc(64 * 10, sizeof(fann_type)), 64, 784, 10};
+    if (!big.x || !big.t)
+        return 1;
+    for (size_t i = 0; i < 64 * 784; i++)
+        big.x[i] = (fann_type)((i * 2654435761u) % 1000) / 1000.0f;
+    for (size_t s = 0; s < 64; s++)
+        big.t[s * 10 + s % 10] = 1.0f;
+    printf("mlp_784_256_128_10_train_sgd_b64 %.0f samples/s\n",
+           64.0 / best_seconds(train_batch, &big));
+    printf("mlp_784_256_128_10_predict_b1 %.0f samples/s\n", 1.0 / best_seconds(run, &big));
+    fann_destroy(big.ann);
+    free(big.x);
+    free(big.t);
+    return 0;
+}
