@@ -56,7 +56,7 @@ void mlp_dealloc(const mlp_allocator *al, void *ptr)
         al->free(al->opaque, ptr);
 }
 
-MLP_VECTOR_CLONES bool mlp_all_finite_wide(const float *v, size_t n)
+MLP_VECTOR_CLONES static bool all_finite(const float *v, size_t n)
 {
     /* x - x is 0 for finite x and NaN otherwise; OR-ing the comparisons
      * keeps the loop branch-free and vectorisable. */
@@ -64,6 +64,13 @@ MLP_VECTOR_CLONES bool mlp_all_finite_wide(const float *v, size_t n)
     for (size_t i = 0; i < n; i++)
         bad |= v[i] - v[i] != 0.0f;
     return !bad;
+}
+
+/* The clones are resolved inside this file: clang wants a multiversioned
+ * function's first declaration to carry the attribute. */
+bool mlp_all_finite_wide(const float *v, size_t n)
+{
+    return all_finite(v, n);
 }
 
 /* ---- creation ---------------------------------------------------------- */
