@@ -152,6 +152,42 @@ static void mnist_shaped(void)
     mlp_free(net);
 }
 
+/* How training cost grows with width and batch: 784-W-W-10 (ReLU, ReLU,
+ * softmax), SGD, samples/s and GFLOP/s. */
+static void scaling(void)
+{
+    const size_t widths[3] = {64, 256, 1024}, batches[4] = {1, 16, 64, 256};
+    float *x = random_floats(256 * 784, 5), *t = calloc(256 * 10, sizeof *t);
+    if (!t)
+        exit(1);
+    for (size_t r = 0; r < 256; r++)
+        t[r * 10 + r % 10] = 1.0f;
+    for (int w = 0; w < 3; w++) {
+        const mlp_layer layers[3] = {
+            {widths[w], &mlp_relu}, {widths[w], &mlp_relu}, {10, &mlp_softmax}};
+        mlp_config cfg = {784, 3, layers, 1, MLP_INIT_AUTO, NULL};
+        mlp *net;
+        check(mlp_create(&net, &cfg), "create");
+        for (int b = 0; b < 4; b++) {
+            bench bb = {net,
+                        batches[b],
+                        x,
+                        t,
+                        NULL,
+                        &mlp_cross_entropy,
+                        mlp_optimizer_default(MLP_OPT_SGD)};
+            double rate = (double)batches[b] / best_seconds(train_step, &bb);
+            printf("scaling_784_%zu_%zu_10_train_b%zu %.0f samples/s\n", widths[w], widths[w],
+                   batches[b], rate);
+            printf("scaling_784_%zu_%zu_10_train_b%zu_gflops %.1f GFLOP/s\n", widths[w], widths[w],
+                   batches[b], rate * 6.0 * (double)mlp_param_count(net) / 1e9);
+        }
+        mlp_free(net);
+    }
+    free(x);
+    free(t);
+}
+
 #ifdef MLP_BENCH_CBLAS
 /* The GEMMs of one batch-64 training step of 784-256-128-10: per layer the
  * forward product, the weight gradient and (but the first) the input
@@ -203,6 +239,7 @@ int main(void)
 {
     tiny();
     mnist_shaped();
+    scaling();
 #ifdef MLP_BENCH_CBLAS
     blas_roof();
 #endif
