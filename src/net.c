@@ -1,5 +1,5 @@
-/* The network: creation, parameter storage, forward and backward passes,
- * inference and gradient checking. */
+/* The network: creation, parameter storage, forward and backward passes
+ * and inference. */
 #include "internal.h"
 #include "kernels.h"
 #include "rng.h"
