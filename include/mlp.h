@@ -526,7 +526,7 @@ MLP_API mlp_status mlp_save(const mlp *net, const char *path);
  * truncated or forged file cannot cause a crash or a huge allocation.
  * On success *out owns a new network (release with mlp_free); on error
  * *out is untouched and nothing is leaked.
- * Returns MLP_ERR_INVALID (NULL out or path, bad options, a resolver
+ * Returns MLP_ERR_INVALID (NULL out or path, empty path, bad options, a resolver
  * returning a refused vtable), MLP_ERR_IO (open/read failed; errno kept),
  * MLP_ERR_FORMAT (not a model file, corrupt, truncated, checksum mismatch,
  * newer format, non-finite parameters), MLP_ERR_ACTIVATION (a name nothing

@@ -44,7 +44,16 @@ struct mlp {
 /* For the element-wise loops over all parameters (optimizer, checks): one
  * copy per x86-64 level, the best picked by the loader, so they run as
  * wide as the processor allows while the default build stays portable. */
-#if defined(MLP_X86_KERNELS) && defined(__has_attribute)
+/* ThreadSanitizer cannot run the loader's resolver of the clones (it runs
+ * before the sanitizer is up), so its builds keep one portable copy. */
+#if defined(__SANITIZE_THREAD__)
+#define MLP_NO_CLONES
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MLP_NO_CLONES
+#endif
+#endif
+#if defined(MLP_X86_KERNELS) && !defined(MLP_NO_CLONES) && defined(__has_attribute)
 #if __has_attribute(target_clones)
 #define MLP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif

@@ -555,7 +555,7 @@ mlp_status mlp_load_buffer(mlp **out, const void *buf, size_t len, const mlp_loa
 
 mlp_status mlp_load(mlp **out, const char *path, const mlp_load_options *opt)
 {
-    if (!out || !path)
+    if (!out || !path || !*path || (opt && opt->abi_version != MLP_LOAD_OPTIONS_ABI))
         return MLP_ERR_INVALID;
     FILE *file = fopen(path, "rb");
     if (!file)

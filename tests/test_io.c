@@ -500,6 +500,33 @@ static void test_nonfinite_or_negative_state_is_refused(void **state)
     mlp_free(net);
 }
 
+/* Any step count a file may hold is usable: at 2^64 - 1 the count
+ * saturates instead of wrapping to 0 (where Adam's bias correction would
+ * divide by zero). */
+static void test_largest_step_count_keeps_training(void **state)
+{
+    (void)state;
+    mlp *net = make_net(15);
+    mlp_optimizer adam = mlp_optimizer_default(MLP_OPT_ADAM);
+    train(net, &adam, 1);
+    size_t len;
+    unsigned char *buf = save(net, &len);
+    size_t n = mlp_param_count(net);
+    size_t optm = 16 + 12 + 8 + (8 + 4) + (8 + 4) + (8 + 7) + 20 + 4 * n;
+    assert_memory_equal(buf + optm, "OPTM", 4);
+    write_le64(buf + optm + 20, UINT64_MAX);
+    fix_crc(buf, len);
+    mlp *loaded = NULL;
+    assert_int_equal(mlp_load_buffer(&loaded, buf, len, NULL), MLP_OK);
+    train(loaded, &adam, 2);
+    const float *p = mlp_params(loaded, NULL);
+    for (size_t i = 0; i < n; i++)
+        assert_true(isfinite(p[i]));
+    free(buf);
+    mlp_free(net);
+    mlp_free(loaded);
+}
+
 /* ---- corruption of every kind ------------------------------------------- */
 
 static void test_every_truncation_is_refused(void **state)
@@ -638,6 +665,7 @@ int main(void)
         cmocka_unit_test(test_unstorable_activation_name_is_refused),
         cmocka_unit_test(test_forged_counts_fail_before_allocating),
         cmocka_unit_test(test_nonfinite_or_negative_state_is_refused),
+        cmocka_unit_test(test_largest_step_count_keeps_training),
         cmocka_unit_test(test_every_truncation_is_refused),
         cmocka_unit_test(test_every_bit_flip_is_refused),
         cmocka_unit_test(test_random_mutations_never_crash),

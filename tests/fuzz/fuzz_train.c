@@ -43,8 +43,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
             abort();                                                                               \
     } while (0)
 
-#define MAX_WIDTH 8
-#define MAX_BATCH 4
+#define MAX_WIDTH 40 /* batch x width x width passes 4096: the GEMM kernels run too */
+#define MAX_BATCH 8
 #define MAX_OPS 64
 /* Gradient checks cost two forwards per parameter and attempt: keep them
  * to small networks and a few per input. */
