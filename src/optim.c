@@ -250,7 +250,7 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
     /* A new kind starts from zero moments: read as zero, written below. */
     bool fresh = (int)opt->kind != net->opt_kind;
     /* Saturates rather than wrap to 0 (a loaded file may hold any count):
-     * beyond ~2^11 steps Adam's corrections are exactly 1 anyway. */
+     * at such counts Adam's bias corrections are exactly 1 anyway. */
     uint64_t t = fresh ? 1 : net->opt_steps + (net->opt_steps < UINT64_MAX);
     step_rule rule = make_rule(net, opt, t);
     /* Two passes, all or nothing: the first computes every new value and

@@ -1,0 +1,193 @@
+/* The matrix kernels behind the dense layers, each instruction-set version
+ * this processor can run (not only the one dispatch picks), against a
+ * double-precision reference: every layout, edge tiles, shapes across the
+ * blocking sizes. Links the static library to reach the internal kernels. */
+#include "helpers.h"
+
+#include "kernels.h"
+
+typedef struct kernel_version {
+    const char *name;
+    const char *cpu_feature; /* NULL: any processor */
+    size_t (*workspace)(size_t n);
+    void (*gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, float *c,
+                 size_t ldc, float *work);
+    void (*gemv)(size_t out, size_t in, const float *w, const float *x, float *y);
+} kernel_version;
+
+static const kernel_version versions[] = {
+    {"generic", NULL, mlp_gemm_workspace_generic, mlp_gemm_generic, mlp_gemv_generic},
+#ifdef MLP_X86_KERNELS
+    {"avx2", "avx2", mlp_gemm_workspace_avx2, mlp_gemm_avx2, mlp_gemv_avx2},
+    {"avx512", "avx512f", mlp_gemm_workspace_avx512, mlp_gemm_avx512, mlp_gemv_avx512},
+#endif
+};
+
+static int runnable(const kernel_version *v)
+{
+#ifdef MLP_X86_KERNELS
+    if (v->cpu_feature && strcmp(v->cpu_feature, "avx2") == 0)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (v->cpu_feature)
+        return __builtin_cpu_supports("avx512f");
+#endif
+    return v->cpu_feature == NULL;
+}
+
+/* |c - a b| within float rounding of a k-term sum of products of values
+ * in [-1, 1]. */
+static void check_gemm(const kernel_version *v, size_t m, size_t n, size_t k, int trans_a,
+                       int trans_b, uint64_t seed)
+{
+    float *a = malloc(m * k * sizeof *a), *b = malloc(k * n * sizeof *b);
+    float *c = malloc(m * n * sizeof *c), *work = malloc(v->workspace(n) * sizeof *work);
+    assert_true(a && b && c && work);
+    test_fill(&seed, a, m * k, -1.0f, 1.0f);
+    test_fill(&seed, b, k * n, -1.0f, 1.0f);
+    test_fill(&seed, c, m * n, -1.0f, 1.0f); /* the product is added to C */
+    float *c0 = malloc(m * n * sizeof *c0);
+    assert_non_null(c0);
+    memcpy(c0, c, m * n * sizeof *c);
+    mlp_matrix am = trans_a ? (mlp_matrix){a, 1, m} : (mlp_matrix){a, k, 1};
+    mlp_matrix bm = trans_b ? (mlp_matrix){b, 1, k} : (mlp_matrix){b, n, 1};
+    v->gemm(m, n, k, &am, &bm, c, n, work);
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            double sum = c0[i * n + j];
+            for (size_t p = 0; p < k; p++)
+                sum += (double)am.data[i * am.row_stride + p * am.col_stride] *
+                       bm.data[p * bm.row_stride + j * bm.col_stride];
+            assert_close(c[i * n + j], sum, 1e-6 * (double)(k + 1));
+        }
+    free(a);
+    free(b);
+    free(c);
+    free(c0);
+    free(work);
+}
+
+/* Sizes around the register tiles (4/6/8 rows, 8/16/32 columns) and the
+ * cache blocks (KC = 256 deep, MC = 8 tiles tall), in every layout. */
+static void test_gemm_matches_reference_for_every_version(void **state)
+{
+    (void)state;
+    const size_t shapes[][3] = {{1, 1, 1},     {7, 13, 5},     {8, 32, 256},  {9, 33, 257},
+                                {64, 10, 128}, {65, 100, 300}, {70, 40, 520}, {3, 200, 2}};
+    int ran = 0;
+    for (size_t v = 0; v < sizeof versions / sizeof versions[0]; v++) {
+        if (!runnable(&versions[v]))
+            continue;
+        ran++;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int layout = 0; layout < 4; layout++)
+                check_gemm(&versions[v], shapes[s][0], shapes[s][1], shapes[s][2], layout & 1,
+                           layout >> 1, 100 * s + (uint64_t)layout);
+    }
+    assert_true(ran >= 1);
+}
+
+static void test_gemv_matches_reference_for_every_version(void **state)
+{
+    (void)state;
+    const size_t shapes[][2] = {{1, 1}, {3, 7}, {4, 33}, {10, 128}, {257, 300}};
+    for (size_t v = 0; v < sizeof versions / sizeof versions[0]; v++) {
+        if (!runnable(&versions[v]))
+            continue;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            size_t out = shapes[s][0], in = shapes[s][1];
+            uint64_t seed = 7 + s;
+            float *w = malloc(out * in * sizeof *w), *x = malloc(in * sizeof *x);
+            float *y = malloc(out * sizeof *y);
+            assert_true(w && x && y);
+            test_fill(&seed, w, out * in, -1.0f, 1.0f);
+            test_fill(&seed, x, in, -1.0f, 1.0f);
+            test_fill(&seed, y, out, -1.0f, 1.0f);
+            double *expected = malloc(out * sizeof *expected);
+            assert_non_null(expected);
+            for (size_t o = 0; o < out; o++) {
+                expected[o] = y[o];
+                for (size_t i = 0; i < in; i++)
+                    expected[o] += (double)w[o * in + i] * x[i];
+            }
+            versions[v].gemv(out, in, w, x, y);
+            for (size_t o = 0; o < out; o++)
+                assert_close(y[o], expected[o], 1e-6 * (double)(in + 1));
+            free(w);
+            free(x);
+            free(y);
+            free(expected);
+        }
+    }
+}
+
+/* The three dense-layer products through dispatch, on shapes that take
+ * each route: direct loops, matrix-vector, packed GEMM. */
+static void test_dense_products_match_reference_on_every_route(void **state)
+{
+    (void)state;
+    const size_t shapes[][3] = {{1, 2, 8}, {4, 8, 8}, {1, 300, 40}, {64, 130, 70}, {3, 500, 9}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        size_t rows = shapes[s][0], in = shapes[s][1], out = shapes[s][2];
+        uint64_t seed = 40 + s;
+        float *x = malloc(rows * in * sizeof *x), *w = malloc(out * in * sizeof *w);
+        float *b = malloc(out * sizeof *b), *dz = malloc(rows * out * sizeof *dz);
+        float *z = malloc(rows * out * sizeof *z), *dw = malloc(out * in * sizeof *dw);
+        float *db = malloc(out * sizeof *db), *dx = malloc(rows * in * sizeof *dx);
+        size_t ws = mlp_dense_workspace(rows, in, out);
+        float *work = malloc((ws ? ws : 1) * sizeof *work);
+        assert_true(x && w && b && dz && z && dw && db && dx && work);
+        test_fill(&seed, x, rows * in, -1.0f, 1.0f);
+        test_fill(&seed, w, out * in, -1.0f, 1.0f);
+        test_fill(&seed, b, out, -1.0f, 1.0f);
+        test_fill(&seed, dz, rows * out, -1.0f, 1.0f);
+        mlp_dense_forward(rows, in, out, x, w, b, z, work);
+        mlp_dense_grad_params(rows, in, out, dz, x, dw, db, work);
+        mlp_dense_grad_input(rows, in, out, dz, w, dx, work);
+        double tol = 1e-6 * (double)(in + out + rows);
+        for (size_t r = 0; r < rows; r++)
+            for (size_t o = 0; o < out; o++) {
+                double sum = b[o];
+                for (size_t i = 0; i < in; i++)
+                    sum += (double)x[r * in + i] * w[o * in + i];
+                assert_close(z[r * out + o], sum, tol);
+            }
+        for (size_t o = 0; o < out; o++) {
+            double sum_b = 0.0;
+            for (size_t r = 0; r < rows; r++)
+                sum_b += dz[r * out + o];
+            assert_close(db[o], sum_b, tol);
+            for (size_t i = 0; i < in; i++) {
+                double sum = 0.0;
+                for (size_t r = 0; r < rows; r++)
+                    sum += (double)dz[r * out + o] * x[r * in + i];
+                assert_close(dw[o * in + i], sum, tol);
+            }
+        }
+        for (size_t r = 0; r < rows; r++)
+            for (size_t i = 0; i < in; i++) {
+                double sum = 0.0;
+                for (size_t o = 0; o < out; o++)
+                    sum += (double)dz[r * out + o] * w[o * in + i];
+                assert_close(dx[r * in + i], sum, tol);
+            }
+        free(x);
+        free(w);
+        free(b);
+        free(dz);
+        free(z);
+        free(dw);
+        free(db);
+        free(dx);
+        free(work);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_matches_reference_for_every_version),
+        cmocka_unit_test(test_gemv_matches_reference_for_every_version),
+        cmocka_unit_test(test_dense_products_match_reference_on_every_route),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
