@@ -87,8 +87,12 @@ int main(void)
     fann_destroy(tiny.ann);
 
     const unsigned sizes[4] = {784, 256, 128, 10};
-    bench big = {make(4, sizes), malloc(64 * 784 * sizeof(fann_type)),
-                 calloc(64 * 10, sizeof(fann_type)), 64, 784, 10};
+    bench big = {make(4, sizes),
+                 malloc(64 * 784 * sizeof(fann_type)),
+                 calloc(64 * 10, sizeof(fann_type)),
+                 64,
+                 784,
+                 10};
     if (!big.x || !big.t)
         return 1;
     for (size_t i = 0; i < 64 * 784; i++)

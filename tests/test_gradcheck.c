@@ -132,8 +132,10 @@ static void check_position(const mlp_activation *watched, bool hidden, const mlp
         assert_int_equal(mlp_gradcheck_ex(net, loss, c.batch, c.x, c.target, &check), MLP_OK);
         double err = check.max_rel_err;
         if (!(err < GRADCHECK_TOL))
-            print_message("%s (%s) with %s: layers %zu, batch %zu, error %.3g, resolved %zu, checked %zu, max %g\n", watched->name,
-                          hidden ? "hidden" : "output", loss->name, c.cfg.n_layers, c.batch, err, check.resolved, check.checked, check.max_abs_grad);
+            print_message("%s (%s) with %s: layers %zu, batch %zu, error %.3g, resolved %zu, "
+                          "checked %zu, max %g\n",
+                          watched->name, hidden ? "hidden" : "output", loss->name, c.cfg.n_layers,
+                          c.batch, err, check.resolved, check.checked, check.max_abs_grad);
         assert_true(err >= 0.0 && err < GRADCHECK_TOL);
         /* The check measured something: not a vacuous agreement of zeros. */
         assert_true(check.max_abs_grad > 0.0 && check.resolved > 0);
