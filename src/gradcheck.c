@@ -35,9 +35,10 @@ static bool kinked_at_zero(const mlp_activation *act)
 }
 
 typedef struct workspace {
-    float *saved, *analytic, *layers, *grad; /* grad: scratch for the loss */
-    unsigned char *signs;                    /* 2 x batch * total units */
-    bool *kinked;                            /* one per layer */
+    float *saved, *analytic, *grad; /* grad: scratch for the loss */
+    mlp_work layers;                /* for mlp_run_layers */
+    unsigned char *signs;           /* 2 x batch * total units */
+    bool *kinked;                   /* one per layer */
 } workspace;
 
 /* Loss at the current parameters without touching the training cache;
@@ -49,7 +50,7 @@ static double eval_loss(const mlp *net, const mlp_loss *loss, size_t batch, cons
     const mlp_dense *last = &net->layers[net->n_layers - 1];
     /* The output layer's z is at the start of the layer workspace. A
      * scratch gradient is passed so a user's loss never sees NULL. */
-    return mlp_loss_eval(loss, last->activation, batch, last->units, ws->layers, a, target,
+    return mlp_loss_eval(loss, last->activation, batch, last->units, ws->layers.data, a, target,
                          ws->grad, NULL);
 }
 
@@ -86,8 +87,8 @@ static mlp_status alloc_workspace(const mlp *net, size_t batch, workspace *ws)
         return MLP_ERR_NOMEM;
     }
     ws->analytic = ws->saved + n;
-    ws->layers = ws->analytic + n;
-    ws->grad = ws->layers + layers;
+    ws->layers = (mlp_work){ws->analytic + n, layers};
+    ws->grad = ws->layers.data + layers;
     memset(ws->signs, 0, 2 * units); /* smooth layers' entries stay 0 */
     ws->kinked = (bool *)(ws->signs + 2 * units);
     for (size_t l = 0; l < net->n_layers; l++)

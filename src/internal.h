@@ -4,6 +4,8 @@
 
 #include "mlp.h"
 
+#include "kernels.h"
+
 #include <stdbool.h>
 
 typedef struct mlp_dense {
@@ -36,7 +38,7 @@ struct mlp {
      * backward's gradients. Sized for batch_capacity samples. */
     size_t batch_capacity, batch;
     float *x_cache, *z_cache, *a_cache, *grad_a, *grad_z;
-    float *kernel_work; /* packing space for the layer products */
+    mlp_work kernel_work; /* packing space for the layer products */
     bool forward_pending;
     bool grads_pending; /* a backward since the last step or zero_grad */
 };
@@ -104,12 +106,12 @@ size_t mlp_kernel_workspace(const mlp *net, size_t batch);
 /* Runs every layer over x with the same kernels as mlp_forward, so results
  * are bit-identical, without touching the network. work: 3 * batch *
  * max_width floats, holding z and two alternating activation buffers, then
- * mlp_kernel_workspace(net, batch) more; the output layer's z is left at
- * its start. The output activations go to out,
+ * room for the kernels (mlp_kernel_workspace(net, batch), or less: fewer
+ * threads); the output layer's z is left at its start. The output activations go to out,
  * or stay in work if out is NULL; returns them. If signs is not NULL, for
  * each layer with kinked[l] set, signs[batch * z_offset + i] records
  * whether that layer's pre-activation i is > 0. */
-const float *mlp_run_layers(const mlp *net, size_t batch, const float *x, float *work, float *out,
+const float *mlp_run_layers(const mlp *net, size_t batch, const float *x, mlp_work work, float *out,
                             unsigned char *signs, const bool *kinked);
 
 /* Loss of outputs for a finished forward of the last layer: fused on z when

@@ -7,9 +7,21 @@
 
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* Below this many multiply-adds a product runs as plain loops: packing
  * would cost more than it saves. */
 #define DIRECT_MADDS 4096
+/* From this many multiply-adds a product is shared among threads (with
+ * OpenMP): below, waking them costs more than it saves. */
+#define PARALLEL_MADDS (1u << 20)
+/* Threads split C by blocks of this many columns, a multiple of every tile
+ * width (8, 16, 32) so only the last block has edge tiles. Each element is
+ * still summed over k in the same order as on one thread: results do not
+ * depend on the number of threads. */
+#define COLUMN_BLOCK 64
 
 typedef struct kernel_set {
     size_t (*workspace)(size_t n);
@@ -38,13 +50,54 @@ static int use_gemm(size_t rows, size_t in, size_t out)
     return rows > 1 && rows * in * out > DIRECT_MADDS;
 }
 
+static size_t max_threads(void)
+{
+#ifdef _OPENMP
+    return (size_t)omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
 size_t mlp_dense_workspace(size_t rows, size_t in, size_t out)
 {
-    return use_gemm(rows, in, out) ? kernels()->workspace(in > out ? in : out) : 0;
+    if (!use_gemm(rows, in, out))
+        return 0;
+    size_t threads = rows * in * out >= PARALLEL_MADDS ? max_threads() : 1;
+    return threads * kernels()->workspace(in > out ? in : out);
+}
+
+/* C += A B through the chosen kernels, on several threads when it is large
+ * and the workspace holds a packing set for each. */
+static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, float *c,
+                 size_t ldc, mlp_work work)
+{
+    const kernel_set *ks = kernels();
+    size_t per_thread = ks->workspace(n);
+    size_t blocks = (n + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
+    size_t threads = max_threads();
+    threads = threads < work.floats / per_thread ? threads : work.floats / per_thread;
+    threads = threads < blocks ? threads : blocks;
+    if (threads > 1 && m * n * k >= PARALLEL_MADDS) {
+        size_t width = (blocks + threads - 1) / threads * COLUMN_BLOCK;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)threads) schedule(static, 1)
+#endif
+        for (size_t t = 0; t < threads; t++) {
+            size_t j0 = t * width, j1 = j0 + width < n ? j0 + width : n;
+            if (j0 < j1) {
+                const mlp_matrix part = {b->data + j0 * b->col_stride, b->row_stride,
+                                         b->col_stride};
+                ks->gemm(m, j1 - j0, k, a, &part, c + j0, ldc, work.data + t * per_thread);
+            }
+        }
+        return;
+    }
+    ks->gemm(m, n, k, a, b, c, ldc, work.data);
 }
 
 void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const float *w,
-                       const float *b, float *z, float *work)
+                       const float *b, float *z, mlp_work work)
 {
     if (rows * in * out <= DIRECT_MADDS) {
         for (size_t r = 0; r < rows; r++)
@@ -60,14 +113,14 @@ void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const
         memcpy(z + r * out, b, out * sizeof(float));
     if (use_gemm(rows, in, out)) {
         const mlp_matrix xm = {x, in, 1}, wt = {w, 1, in}; /* W^T: (in, out) */
-        kernels()->gemm(rows, out, in, &xm, &wt, z, out, work);
+        gemm(rows, out, in, &xm, &wt, z, out, work);
     } else {
         kernels()->gemv(out, in, w, x, z);
     }
 }
 
 void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
-                           float *dw, float *db, float *work)
+                           float *dw, float *db, mlp_work work)
 {
     if (rows == 1) { /* an outer product: written, not accumulated */
         for (size_t o = 0; o < out; o++) {
@@ -84,7 +137,7 @@ void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, 
     memset(dw, 0, out * in * sizeof *dw);
     if (use_gemm(rows, in, out)) {
         const mlp_matrix dzt = {dz, 1, out}, xm = {x, in, 1}; /* dz^T: (out, rows) */
-        kernels()->gemm(out, in, rows, &dzt, &xm, dw, in, work);
+        gemm(out, in, rows, &dzt, &xm, dw, in, work);
         return;
     }
     for (size_t r = 0; r < rows; r++) {
@@ -99,12 +152,12 @@ void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, 
 }
 
 void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, const float *w,
-                          float *dx, float *work)
+                          float *dx, mlp_work work)
 {
     if (use_gemm(rows, in, out)) {
         memset(dx, 0, rows * in * sizeof *dx);
         const mlp_matrix dzm = {dz, out, 1}, wm = {w, in, 1};
-        kernels()->gemm(rows, in, out, &dzm, &wm, dx, in, work);
+        gemm(rows, in, out, &dzm, &wm, dx, in, work);
         return;
     }
     for (size_t r = 0; r < rows; r++) {

@@ -7,22 +7,30 @@
 
 #include <stddef.h>
 
-/* Floats of workspace (packing buffers) the three products of a layer need
- * at this shape; 0 when they run without one. */
+/* Scratch memory for the products: packing buffers, one set per thread. */
+typedef struct mlp_work {
+    float *data;
+    size_t floats;
+} mlp_work;
+
+/* Floats of workspace the three products of a layer need at this shape
+ * (for as many threads as OpenMP may use now); 0 when they need none.
+ * Given less, the products use fewer threads: the results are the same
+ * for any thread count. */
 size_t mlp_dense_workspace(size_t rows, size_t in, size_t out);
 
 /* z = x W^T + b.  x: (rows, in), W: (out, in), b: (out), z: (rows, out). */
 void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const float *w,
-                       const float *b, float *z, float *work);
+                       const float *b, float *z, mlp_work work);
 
 /* dW = dz^T x, db = column sums of dz (both overwritten).
  * dz: (rows, out), x: (rows, in), dW: (out, in), db: (out). */
 void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
-                           float *dw, float *db, float *work);
+                           float *dw, float *db, mlp_work work);
 
 /* dx = dz W.  dz: (rows, out), W: (out, in), dx: (rows, in). */
 void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, const float *w,
-                          float *dx, float *work);
+                          float *dx, mlp_work work);
 
 /* A matrix operand by its strides: element (i, j) is data[i * row_stride +
  * j * col_stride], so a transpose is a swap of the strides. */

@@ -266,7 +266,7 @@ size_t mlp_kernel_workspace(const mlp *net, size_t batch)
 }
 
 static void layer_forward(const mlp *net, const mlp_dense *d, size_t rows, const float *x, float *z,
-                          float *a, float *work)
+                          float *a, mlp_work work)
 {
     mlp_dense_forward(rows, d->fan_in, d->units, x, net->params + d->w_offset,
                       net->params + d->b_offset, z, work);
@@ -280,8 +280,8 @@ static mlp_status reserve_cache(mlp *net, size_t batch)
     if (batch <= net->batch_capacity)
         return MLP_OK;
     size_t units = mlp_total_units(net);
-    size_t floats =
-        batch * (net->inputs + 2 * units + 2 * net->max_width) + mlp_kernel_workspace(net, batch);
+    size_t kernel = mlp_kernel_workspace(net, batch);
+    size_t floats = batch * (net->inputs + 2 * units + 2 * net->max_width) + kernel;
     float *block = mlp_alloc(&net->allocator, floats, sizeof(float));
     if (!block)
         return MLP_ERR_NOMEM;
@@ -291,7 +291,7 @@ static mlp_status reserve_cache(mlp *net, size_t batch)
     net->a_cache = net->z_cache + batch * units;
     net->grad_a = net->a_cache + batch * units;
     net->grad_z = net->grad_a + batch * net->max_width;
-    net->kernel_work = net->grad_z + batch * net->max_width;
+    net->kernel_work = (mlp_work){net->grad_z + batch * net->max_width, kernel};
     net->batch_capacity = batch;
     return MLP_OK;
 }
@@ -464,11 +464,12 @@ mlp_status mlp_zero_grad(mlp *net)
  * thread stacks while covering single samples of wide networks. */
 #define PREDICT_STACK_FLOATS 3072
 
-const float *mlp_run_layers(const mlp *net, size_t batch, const float *x, float *work, float *out,
+const float *mlp_run_layers(const mlp *net, size_t batch, const float *x, mlp_work work, float *out,
                             unsigned char *signs, const bool *kinked)
 {
     size_t stride = batch * net->max_width;
-    float *z = work, *ping = work + stride, *pong = work + 2 * stride, *kernel = work + 3 * stride;
+    float *z = work.data, *ping = z + stride, *pong = z + 2 * stride;
+    mlp_work kernel = {z + 3 * stride, work.floats - 3 * stride};
     const float *in = x;
     for (size_t l = 0; l < net->n_layers; l++) {
         const mlp_dense *d = &net->layers[l];
@@ -496,7 +497,7 @@ mlp_status mlp_predict(const mlp *net, size_t batch, const float *x, float *y)
         if (!work)
             return MLP_ERR_NOMEM;
     }
-    mlp_run_layers(net, batch, x, work, y, NULL, NULL);
+    mlp_run_layers(net, batch, x, (mlp_work){work, need}, y, NULL, NULL);
     if (work != stack)
         mlp_dealloc(&net->allocator, work);
     /* As mlp_forward: outputs that overflowed are an error, not a result. */

@@ -5,6 +5,10 @@
 #include <math.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 mlp_optimizer mlp_optimizer_default(mlp_optimizer_kind kind)
 {
     mlp_optimizer opt = {
@@ -237,6 +241,39 @@ MLP_VECTOR_CLONES static void step_store(const step_rule *r, size_t n, float *w,
     step_pass(r, n, w, m, v, grads, keep, true);
 }
 
+/* From this many parameters a step is shared among threads (with OpenMP);
+ * each element is updated on its own, so the result is the same. */
+#define PARALLEL_PARAMS 65536
+
+/* step_check (store false) or step_store over all parameters, in one
+ * contiguous range per thread; returns the OR of the checks. */
+static int step_all(mlp *net, const step_rule *rule, float keep, bool store)
+{
+    size_t n = net->n_params, ranges = 1;
+#ifdef _OPENMP
+    if (n >= PARALLEL_PARAMS)
+        ranges = (size_t)omp_get_max_threads();
+#endif
+    size_t width = (n + ranges - 1) / ranges;
+    int bad = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)ranges) schedule(static, 1) reduction(| : bad)
+#endif
+    for (size_t t = 0; t < ranges; t++) {
+        size_t lo = t * width, len = lo < n ? (n - lo < width ? n - lo : width) : 0;
+        if (len == 0)
+            continue;
+        /* Moment buffers a kind does not use may be NULL: no offset on them. */
+        float *w = net->params + lo, *m = net->moment1 ? net->moment1 + lo : NULL;
+        float *v = net->moment2 ? net->moment2 + lo : NULL;
+        if (store)
+            step_store(rule, len, w, m, v, net->grads + lo, keep);
+        else
+            bad |= step_check(rule, len, w, m, v, net->grads + lo, keep);
+    }
+    return bad;
+}
+
 mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
 {
     if (!net || !opt || !optimizer_ok(opt))
@@ -256,11 +293,10 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
     /* Two passes, all or nothing: the first computes every new value and
      * only checks that it is finite (a NaN gradient, or an update that
      * overflows a weight or g^2); the second, identical, stores them. */
-    size_t n = net->n_params;
     float keep = fresh ? 0.0f : 1.0f;
-    if (step_check(&rule, n, net->params, net->moment1, net->moment2, net->grads, keep))
+    if (step_all(net, &rule, keep, false))
         return MLP_ERR_NONFINITE;
-    step_store(&rule, n, net->params, net->moment1, net->moment2, net->grads, keep);
+    step_all(net, &rule, keep, true);
     net->opt_kind = (int)opt->kind;
     net->opt_steps = t;
     net->forward_pending = false;

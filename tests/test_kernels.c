@@ -140,9 +140,10 @@ static void test_dense_products_match_reference_on_every_route(void **state)
         test_fill(&seed, w, out * in, -1.0f, 1.0f);
         test_fill(&seed, b, out, -1.0f, 1.0f);
         test_fill(&seed, dz, rows * out, -1.0f, 1.0f);
-        mlp_dense_forward(rows, in, out, x, w, b, z, work);
-        mlp_dense_grad_params(rows, in, out, dz, x, dw, db, work);
-        mlp_dense_grad_input(rows, in, out, dz, w, dx, work);
+        const mlp_work space = {work, ws};
+        mlp_dense_forward(rows, in, out, x, w, b, z, space);
+        mlp_dense_grad_params(rows, in, out, dz, x, dw, db, space);
+        mlp_dense_grad_input(rows, in, out, dz, w, dx, space);
         double tol = 1e-6 * (double)(in + out + rows);
         for (size_t r = 0; r < rows; r++)
             for (size_t o = 0; o < out; o++) {
