@@ -89,14 +89,15 @@ static void pack_b(size_t kc, size_t nc, const float *b, size_t rs, size_t cs, f
     }
 }
 
-/* ---- micro-kernels: C (MR x NR, leading dimension ldc) += a b ----------- */
+/* ---- micro-kernels: C (MR x NR, leading dimension ldc) = a b (+ C if add) */
 
 /* Intrinsics, not vector-extension arrays: each accumulator is then its own
  * register for the whole loop, where arrays get spilled to the stack. */
 #if defined(__AVX512F__)
 
 #define TILE_LOAD(i)                                                                               \
-    __m512 c##i##0 = _mm512_loadu_ps(c + i * ldc), c##i##1 = _mm512_loadu_ps(c + i * ldc + 16)
+    __m512 c##i##0 = add ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps(),                     \
+           c##i##1 = add ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps()
 #define TILE_FMA(i)                                                                                \
     do {                                                                                           \
         __m512 ai = _mm512_set1_ps(a[i]);                                                          \
@@ -109,7 +110,7 @@ static void pack_b(size_t kc, size_t nc, const float *b, size_t rs, size_t cs, f
         _mm512_storeu_ps(c + i * ldc + 16, c##i##1);                                               \
     } while (0)
 
-static void micro_kernel(size_t kc, const float *a, const float *b, float *c, size_t ldc)
+static void micro_kernel(size_t kc, const float *a, const float *b, float *c, size_t ldc, int add)
 {
     TILE_LOAD(0);
     TILE_LOAD(1);
@@ -143,7 +144,8 @@ static void micro_kernel(size_t kc, const float *a, const float *b, float *c, si
 #elif defined(__AVX2__) && defined(__FMA__)
 
 #define TILE_LOAD(i)                                                                               \
-    __m256 c##i##0 = _mm256_loadu_ps(c + i * ldc), c##i##1 = _mm256_loadu_ps(c + i * ldc + 8)
+    __m256 c##i##0 = add ? _mm256_loadu_ps(c + i * ldc) : _mm256_setzero_ps(),                     \
+           c##i##1 = add ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_setzero_ps()
 #define TILE_FMA(i)                                                                                \
     do {                                                                                           \
         __m256 ai = _mm256_broadcast_ss(a + i);                                                    \
@@ -156,7 +158,7 @@ static void micro_kernel(size_t kc, const float *a, const float *b, float *c, si
         _mm256_storeu_ps(c + i * ldc + 8, c##i##1);                                                \
     } while (0)
 
-static void micro_kernel(size_t kc, const float *a, const float *b, float *c, size_t ldc)
+static void micro_kernel(size_t kc, const float *a, const float *b, float *c, size_t ldc, int add)
 {
     TILE_LOAD(0);
     TILE_LOAD(1);
@@ -185,12 +187,12 @@ static void micro_kernel(size_t kc, const float *a, const float *b, float *c, si
 
 /* Portable: plain loops over a small tile, which compilers vectorise for
  * whatever the baseline (SSE2 on x86-64, NEON on arm64) offers. */
-static void micro_kernel(size_t kc, const float *a, const float *b, float *c, size_t ldc)
+static void micro_kernel(size_t kc, const float *a, const float *b, float *c, size_t ldc, int add)
 {
     float acc[MR][NR];
     for (size_t i = 0; i < MR; i++)
         for (size_t j = 0; j < NR; j++)
-            acc[i][j] = c[i * ldc + j];
+            acc[i][j] = add ? c[i * ldc + j] : 0.0f;
     for (size_t p = 0; p < kc; p++, a += MR, b += NR)
         for (size_t i = 0; i < MR; i++)
             for (size_t j = 0; j < NR; j++)
@@ -204,13 +206,13 @@ static void micro_kernel(size_t kc, const float *a, const float *b, float *c, si
 
 /* A tile at the matrix's edge goes through a full-size scratch tile. */
 static void edge_kernel(size_t kc, const float *a, const float *b, float *c, size_t ldc,
-                        size_t rows, size_t cols)
+                        size_t rows, size_t cols, int add)
 {
     float tile[MR * NR];
     for (size_t r = 0; r < MR; r++)
         for (size_t s = 0; s < NR; s++)
-            tile[r * NR + s] = r < rows && s < cols ? c[r * ldc + s] : 0.0f;
-    micro_kernel(kc, a, b, tile, NR);
+            tile[r * NR + s] = add && r < rows && s < cols ? c[r * ldc + s] : 0.0f;
+    micro_kernel(kc, a, b, tile, NR, 1);
     for (size_t r = 0; r < rows; r++)
         memcpy(c + r * ldc, tile + r * NR, cols * sizeof(float));
 }
@@ -224,11 +226,12 @@ size_t KERNEL_NAME(mlp_gemm_workspace)(size_t n)
 }
 
 void KERNEL_NAME(mlp_gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b,
-                           float *c, size_t ldc, float *work)
+                           float *c, size_t ldc, int add, float *work)
 {
     float *packed_a = work, *packed_b = work + MC * KC;
     for (size_t p0 = 0; p0 < k; p0 += KC) {
         size_t kc = k - p0 < KC ? k - p0 : KC;
+        int add_block = add || p0 > 0; /* later slices add to the first */
         pack_b(kc, n, b->data + p0 * b->row_stride, b->row_stride, b->col_stride, packed_b);
         for (size_t i0 = 0; i0 < m; i0 += MC) {
             size_t mc = m - i0 < MC ? m - i0 : MC;
@@ -240,10 +243,11 @@ void KERNEL_NAME(mlp_gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, co
                     size_t rows = mc - i < MR ? mc - i : MR;
                     float *tile = c + (i0 + i) * ldc + j;
                     if (rows == MR && cols == NR)
-                        micro_kernel(kc, packed_a + i * kc, packed_b + j * kc, tile, ldc);
+                        micro_kernel(kc, packed_a + i * kc, packed_b + j * kc, tile, ldc,
+                                     add_block);
                     else
-                        edge_kernel(kc, packed_a + i * kc, packed_b + j * kc, tile, ldc, rows,
-                                    cols);
+                        edge_kernel(kc, packed_a + i * kc, packed_b + j * kc, tile, ldc, rows, cols,
+                                    add_block);
                 }
             }
         }

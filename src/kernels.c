@@ -10,6 +10,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef MLP_HAVE_CBLAS
+#include <cblas.h>
+#endif
 
 /* Below this many multiply-adds a product runs as plain loops: packing
  * would cost more than it saves. */
@@ -26,7 +29,7 @@
 typedef struct kernel_set {
     size_t (*workspace)(size_t n);
     void (*gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, float *c,
-                 size_t ldc, float *work);
+                 size_t ldc, int add, float *work);
     void (*gemv)(size_t out, size_t in, const float *w, const float *x, float *y);
 } kernel_set;
 
@@ -67,11 +70,29 @@ size_t mlp_dense_workspace(size_t rows, size_t in, size_t out)
     return threads * kernels()->workspace(in > out ? in : out);
 }
 
-/* C += A B through the chosen kernels, on several threads when it is large
- * and the workspace holds a packing set for each. */
-static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, float *c,
-                 size_t ldc, mlp_work work)
+#ifdef MLP_HAVE_CBLAS
+/* An operand as CBLAS sees it: row-major, transposed if its rows are the
+ * unit stride. The layer products always have one unit stride. */
+static enum CBLAS_TRANSPOSE blas_op(const mlp_matrix *x, int *ld)
 {
+    *ld = (int)(x->col_stride == 1 ? x->row_stride : x->col_stride);
+    return x->col_stride == 1 ? CblasNoTrans : CblasTrans;
+}
+#endif
+
+/* C = A B (+ C if add) through the chosen kernels, on several threads when
+ * it is large and the workspace holds a packing set for each. */
+static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, float *c,
+                 size_t ldc, int add, mlp_work work)
+{
+#ifdef MLP_HAVE_CBLAS
+    /* Shapes are bounded by MLP_MAX_UNITS and MLP_MAX_BATCH: they fit int. */
+    int lda, ldb;
+    enum CBLAS_TRANSPOSE op_a = blas_op(a, &lda), op_b = blas_op(b, &ldb);
+    cblas_sgemm(CblasRowMajor, op_a, op_b, (int)m, (int)n, (int)k, 1.0f, a->data, lda, b->data, ldb,
+                add ? 1.0f : 0.0f, c, (int)ldc);
+    (void)work;
+#else
     const kernel_set *ks = kernels();
     size_t per_thread = ks->workspace(n);
     size_t blocks = (n + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
@@ -88,12 +109,13 @@ static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_ma
             if (j0 < j1) {
                 const mlp_matrix part = {b->data + j0 * b->col_stride, b->row_stride,
                                          b->col_stride};
-                ks->gemm(m, j1 - j0, k, a, &part, c + j0, ldc, work.data + t * per_thread);
+                ks->gemm(m, j1 - j0, k, a, &part, c + j0, ldc, add, work.data + t * per_thread);
             }
         }
         return;
     }
-    ks->gemm(m, n, k, a, b, c, ldc, work.data);
+    ks->gemm(m, n, k, a, b, c, ldc, add, work.data);
+#endif
 }
 
 void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const float *w,
@@ -113,7 +135,7 @@ void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const
         memcpy(z + r * out, b, out * sizeof(float));
     if (use_gemm(rows, in, out)) {
         const mlp_matrix xm = {x, in, 1}, wt = {w, 1, in}; /* W^T: (in, out) */
-        gemm(rows, out, in, &xm, &wt, z, out, work);
+        gemm(rows, out, in, &xm, &wt, z, out, 1, work);
     } else {
         kernels()->gemv(out, in, w, x, z);
     }
@@ -134,12 +156,12 @@ void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, 
     for (size_t r = 0; r < rows; r++)
         for (size_t o = 0; o < out; o++)
             db[o] += dz[r * out + o];
-    memset(dw, 0, out * in * sizeof *dw);
     if (use_gemm(rows, in, out)) {
         const mlp_matrix dzt = {dz, 1, out}, xm = {x, in, 1}; /* dz^T: (out, rows) */
-        gemm(out, in, rows, &dzt, &xm, dw, in, work);
+        gemm(out, in, rows, &dzt, &xm, dw, in, 0, work);
         return;
     }
+    memset(dw, 0, out * in * sizeof *dw);
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * in, *dzr = dz + r * out;
         for (size_t o = 0; o < out; o++) {
@@ -155,9 +177,8 @@ void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, c
                           float *dx, mlp_work work)
 {
     if (use_gemm(rows, in, out)) {
-        memset(dx, 0, rows * in * sizeof *dx);
         const mlp_matrix dzm = {dz, out, 1}, wm = {w, in, 1};
-        gemm(rows, in, out, &dzm, &wm, dx, in, work);
+        gemm(rows, in, out, &dzm, &wm, dx, in, 0, work);
         return;
     }
     for (size_t r = 0; r < rows; r++) {

@@ -40,13 +40,14 @@ typedef struct mlp_matrix {
 } mlp_matrix;
 
 /* One set per instruction set (gemm.c compiled with each suffix):
- * gemm:      C (m x n, leading dimension ldc) += A (m x k) B (k x n); work
- *            holds gemm_workspace(n) floats.
+ * gemm:      C (m x n, leading dimension ldc) = A (m x k) B (k x n), plus C
+ *            if add (else C is only written); work holds gemm_workspace(n)
+ *            floats.
  * gemv:      y (out) += W (out x in, row-major) x (in). */
 #define MLP_KERNEL_DECLARE(suffix)                                                                 \
     size_t mlp_gemm_workspace_##suffix(size_t n);                                                  \
     void mlp_gemm_##suffix(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, \
-                           float *c, size_t ldc, float *work);                                     \
+                           float *c, size_t ldc, int add, float *work);                            \
     void mlp_gemv_##suffix(size_t out, size_t in, const float *w, const float *x, float *y)
 MLP_KERNEL_DECLARE(generic);
 MLP_KERNEL_DECLARE(avx2);

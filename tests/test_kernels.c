@@ -11,7 +11,7 @@ typedef struct kernel_version {
     const char *cpu_feature; /* NULL: any processor */
     size_t (*workspace)(size_t n);
     void (*gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, float *c,
-                 size_t ldc, float *work);
+                 size_t ldc, int add, float *work);
     void (*gemv)(size_t out, size_t in, const float *w, const float *x, float *y);
 } kernel_version;
 
@@ -37,23 +37,23 @@ static int runnable(const kernel_version *v)
 /* |c - a b| within float rounding of a k-term sum of products of values
  * in [-1, 1]. */
 static void check_gemm(const kernel_version *v, size_t m, size_t n, size_t k, int trans_a,
-                       int trans_b, uint64_t seed)
+                       int trans_b, int add, uint64_t seed)
 {
     float *a = malloc(m * k * sizeof *a), *b = malloc(k * n * sizeof *b);
     float *c = malloc(m * n * sizeof *c), *work = malloc(v->workspace(n) * sizeof *work);
     assert_true(a && b && c && work);
     test_fill(&seed, a, m * k, -1.0f, 1.0f);
     test_fill(&seed, b, k * n, -1.0f, 1.0f);
-    test_fill(&seed, c, m * n, -1.0f, 1.0f); /* the product is added to C */
+    test_fill(&seed, c, m * n, -1.0f, 1.0f); /* added to the product, or overwritten */
     float *c0 = malloc(m * n * sizeof *c0);
     assert_non_null(c0);
     memcpy(c0, c, m * n * sizeof *c);
     mlp_matrix am = trans_a ? (mlp_matrix){a, 1, m} : (mlp_matrix){a, k, 1};
     mlp_matrix bm = trans_b ? (mlp_matrix){b, 1, k} : (mlp_matrix){b, n, 1};
-    v->gemm(m, n, k, &am, &bm, c, n, work);
+    v->gemm(m, n, k, &am, &bm, c, n, add, work);
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < n; j++) {
-            double sum = c0[i * n + j];
+            double sum = add ? c0[i * n + j] : 0.0;
             for (size_t p = 0; p < k; p++)
                 sum += (double)am.data[i * am.row_stride + p * am.col_stride] *
                        bm.data[p * bm.row_stride + j * bm.col_stride];
@@ -67,7 +67,8 @@ static void check_gemm(const kernel_version *v, size_t m, size_t n, size_t k, in
 }
 
 /* Sizes around the register tiles (4/6/8 rows, 8/16/32 columns) and the
- * cache blocks (KC = 256 deep, MC = 8 tiles tall), in every layout. */
+ * cache blocks (KC = 256 deep, MC = 8 tiles tall), in every layout, adding
+ * to C and overwriting it. */
 static void test_gemm_matches_reference_for_every_version(void **state)
 {
     (void)state;
@@ -79,9 +80,9 @@ static void test_gemm_matches_reference_for_every_version(void **state)
             continue;
         ran++;
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-            for (int layout = 0; layout < 4; layout++)
+            for (int layout = 0; layout < 8; layout++)
                 check_gemm(&versions[v], shapes[s][0], shapes[s][1], shapes[s][2], layout & 1,
-                           layout >> 1, 100 * s + (uint64_t)layout);
+                           (layout >> 1) & 1, layout >> 2, 100 * s + (uint64_t)layout);
     }
     assert_true(ran >= 1);
 }
