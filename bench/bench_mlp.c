@@ -15,21 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "timing.h"
 
 #ifdef MLP_BENCH_CBLAS
 #include <cblas.h>
 #endif
-
-#define ROUNDS 7
-#define ROUND_SECONDS 0.15
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static void check(mlp_status st, const char *what)
 {
@@ -37,26 +28,6 @@ static void check(mlp_status st, const char *what)
         fprintf(stderr, "%s: %s\n", what, mlp_strerror(st));
         exit(1);
     }
-}
-
-/* Best seconds per call of fn over ROUNDS rounds of about ROUND_SECONDS. */
-typedef void (*bench_fn)(void *ctx);
-
-static double best_seconds(bench_fn fn, void *ctx)
-{
-    long calls = 1;
-    for (double t0 = now(); now() - t0 < ROUND_SECONDS / 4; calls *= 2)
-        for (long i = 0; i < calls; i++)
-            fn(ctx);
-    double best = 1e30;
-    for (int r = 0; r < ROUNDS; r++) {
-        double t0 = now();
-        for (long i = 0; i < calls; i++)
-            fn(ctx);
-        double per = (now() - t0) / (double)calls;
-        best = per < best ? per : best;
-    }
-    return best;
 }
 
 typedef struct bench {

@@ -9,36 +9,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
-#define ROUNDS 7
-#define ROUND_SECONDS 0.15
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-typedef void (*bench_fn)(void *ctx);
-
-static double best_seconds(bench_fn fn, void *ctx)
-{
-    long calls = 1;
-    for (double t0 = now(); now() - t0 < ROUND_SECONDS / 4; calls *= 2)
-        for (long i = 0; i < calls; i++)
-            fn(ctx);
-    double best = 1e30;
-    for (int r = 0; r < ROUNDS; r++) {
-        double t0 = now();
-        for (long i = 0; i < calls; i++)
-            fn(ctx);
-        double per = (now() - t0) / (double)calls;
-        best = per < best ? per : best;
-    }
-    return best;
-}
+#include "timing.h"
 
 typedef struct bench {
     struct fann *ann;
