@@ -23,7 +23,9 @@
  *   be used from different threads freely. One network may be read by many
  *   threads at once only through the const functions (mlp_predict,
  *   mlp_inputs, ...); anything taking a non-const mlp * needs exclusive
- *   access.
+ *   access. Built with -Dopenmp=enabled, the library shares the products of
+ *   large batches among OpenMP threads (OMP_NUM_THREADS) inside a call;
+ *   results are the same for any thread count.
  * - Memory comes from the mlp_allocator given at creation (default
  *   malloc/free).
  */
