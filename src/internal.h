@@ -63,6 +63,13 @@ struct mlp {
 #ifndef MLP_VECTOR_CLONES
 #define MLP_VECTOR_CLONES
 #endif
+/* A loop body shared by such clones must be inlined into each of them to
+ * be compiled for its instruction set (clang does not inline it otherwise). */
+#if defined(__GNUC__)
+#define MLP_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define MLP_ALWAYS_INLINE inline
+#endif
 
 void *mlp_alloc(const mlp_allocator *al, size_t count, size_t size);
 void mlp_dealloc(const mlp_allocator *al, void *ptr);

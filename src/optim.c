@@ -168,9 +168,9 @@ static inline int nonfinite(float x)
  * writes them. keep is 1, or 0 to read the moments as zero for a kind's
  * first step (stored moments are always finite, so keep * m is exactly 0).
  * One branch-free loop per kind, so each vectorises. */
-static inline int step_pass(const step_rule *r, size_t n, float *restrict w, float *restrict m,
-                            float *restrict v, const float *restrict grads, float keep,
-                            const bool store)
+static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *restrict w,
+                                       float *restrict m, float *restrict v,
+                                       const float *restrict grads, float keep, const bool store)
 {
     int bad = 0;
     switch (r->kind) {
