@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* ---- basics ------------------------------------------------------------ */
 
 const char *mlp_version(void)
@@ -67,10 +71,26 @@ MLP_VECTOR_CLONES static bool all_finite(const float *v, size_t n)
 }
 
 /* The clones are resolved inside this file: clang wants a multiversioned
- * function's first declaration to carry the attribute. */
+ * function's first declaration to carry the attribute. Long arrays (the
+ * gradients) are split among OpenMP threads when there are any. */
 bool mlp_all_finite_wide(const float *v, size_t n)
 {
-    return all_finite(v, n);
+    size_t ranges = 1;
+#ifdef _OPENMP
+    if (n >= 65536)
+        ranges = (size_t)omp_get_max_threads();
+#endif
+    size_t width = (n + ranges - 1) / ranges;
+    int bad = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)ranges) schedule(static, 1) reduction(| : bad)
+#endif
+    for (size_t t = 0; t < ranges; t++) {
+        size_t lo = t * width;
+        if (lo < n)
+            bad |= !all_finite(v + lo, n - lo < width ? n - lo : width);
+    }
+    return !bad;
 }
 
 /* ---- creation ---------------------------------------------------------- */
