@@ -28,21 +28,12 @@ static void identity_backward(const mlp_activation *self, size_t rows, size_t co
 
 /* ---- sigmoid ----------------------------------------------------------- */
 
-/* Two branches so exp never overflows: for z < 0, e^z / (1 + e^z). */
-static float sigmoidf(float z)
-{
-    if (z >= 0.0f)
-        return 1.0f / (1.0f + expf(-z));
-    float e = expf(z);
-    return e / (1.0f + e);
-}
-
 static void sigmoid_forward(const mlp_activation *self, size_t rows, size_t cols, const float *z,
                             float *a)
 {
     UNUSED(self);
     for (size_t i = 0, n = rows * cols; i < n; i++)
-        a[i] = sigmoidf(z[i]);
+        a[i] = mlp_sigmoidf(z[i]);
 }
 
 static void sigmoid_backward(const mlp_activation *self, size_t rows, size_t cols, const float *z,
@@ -91,7 +82,7 @@ static void relu_backward(const mlp_activation *self, size_t rows, size_t cols, 
         grad_z[i] = z[i] > 0.0f ? grad_a[i] : 0.0f;
 }
 
-static const float leaky_slope = 0.01f;
+static const float leaky_slope = MLP_LEAKY_SLOPE;
 
 static void leaky_relu_forward(const mlp_activation *self, size_t rows, size_t cols, const float *z,
                                float *a)
@@ -144,7 +135,7 @@ static void softplus_backward(const mlp_activation *self, size_t rows, size_t co
 {
     UNUSED(self), UNUSED(a);
     for (size_t i = 0, n = rows * cols; i < n; i++)
-        grad_z[i] = grad_a[i] * sigmoidf(z[i]);
+        grad_z[i] = grad_a[i] * mlp_sigmoidf(z[i]);
 }
 
 /* ---- GELU, exact form: z * Phi(z) -------------------------------------- */
@@ -176,7 +167,7 @@ static void silu_forward(const mlp_activation *self, size_t rows, size_t cols, c
 {
     UNUSED(self);
     for (size_t i = 0, n = rows * cols; i < n; i++)
-        a[i] = z[i] * sigmoidf(z[i]);
+        a[i] = z[i] * mlp_sigmoidf(z[i]);
 }
 
 /* d/dz z s(z) = s + z s (1 - s). */
@@ -185,7 +176,7 @@ static void silu_backward(const mlp_activation *self, size_t rows, size_t cols, 
 {
     UNUSED(self), UNUSED(a);
     for (size_t i = 0, n = rows * cols; i < n; i++) {
-        float s = sigmoidf(z[i]);
+        float s = mlp_sigmoidf(z[i]);
         grad_z[i] = grad_a[i] * (s + z[i] * s * (1.0f - s));
     }
 }

@@ -6,7 +6,21 @@
 
 #include "kernels.h"
 
+#include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+/* The built-in activations the tiny-network path (small.c) applies inline;
+ * any other runs through its vtable there too. */
+typedef enum mlp_fused {
+    MLP_FUSED_NONE,
+    MLP_FUSED_IDENTITY,
+    MLP_FUSED_RELU,
+    MLP_FUSED_LEAKY_RELU,
+    MLP_FUSED_SIGMOID,
+    MLP_FUSED_TANH
+} mlp_fused;
 
 typedef struct mlp_dense {
     size_t fan_in, units;
@@ -14,6 +28,7 @@ typedef struct mlp_dense {
     size_t b_offset;                  /* b: (units) right after W */
     size_t z_offset;                  /* z, a: (batch, units) in the forward cache */
     const mlp_activation *activation; /* borrowed; outlives the network */
+    mlp_fused fused;                  /* which built-in activation it is */
 } mlp_dense;
 
 struct mlp {
@@ -81,15 +96,60 @@ mlp_allocator mlp_allocator_or_default(const mlp_allocator *al);
  * limit or the total exceeds MLP_MAX_PARAMS. */
 size_t mlp_config_param_count(const mlp_config *cfg);
 
+/* The slope of mlp_leaky_relu for z <= 0. */
+#define MLP_LEAKY_SLOPE 0.01f
+
+/* The logistic function, with two branches so exp never overflows: for
+ * z < 0, e^z / (1 + e^z). */
+static inline float mlp_sigmoidf(float z)
+{
+    if (z >= 0.0f)
+        return 1.0f / (1.0f + expf(-z));
+    float e = expf(z);
+    return e / (1.0f + e);
+}
+
+/* Layers of at most this many multiply-adds take the tiny-network path
+ * (small.c) for a single sample. */
+#define MLP_SMALL_MADDS 256
+
+static inline bool mlp_small_layer(const mlp_dense *d, size_t rows)
+{
+    return rows == 1 && d->fan_in * d->units <= MLP_SMALL_MADDS;
+}
+
+mlp_fused mlp_fused_kind(const mlp_activation *act);
+
+/* One sample through a small layer: z = W x + b, a = f(z). */
+void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, float *z, float *a);
+
+/* One sample back through a small layer: dz (units) is dL/dz, x (fan_in)
+ * the layer's input. Writes dW and db into grads (in the parameters'
+ * layout); if prev (the layer before) is not NULL, also grad_a = dL/dx and
+ * grad_z = dL/d(prev z) from prev_z and prev_a. grad_z may be dz. Returns
+ * nonzero if dW or db holds a NaN or Inf. */
+int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, const float *dz,
+                        float *grads, const mlp_dense *prev, const float *prev_z,
+                        const float *prev_a, float *grad_a, float *grad_z);
+
 /* Moment buffers an optimizer kind keeps (0, 1 or 2). */
 int mlp_moments_needed(int kind);
 
-/* Whether every value is finite; short arrays inline (a tiny network's
- * forward checks a few values per call), long ones vectorised. */
+/* 1 if x is NaN or Inf: its exponent bits all set. Integer work, so loops
+ * that use it vectorise without reassociating any float arithmetic. */
+static inline int mlp_nonfinite(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return (bits & 0x7f800000u) == 0x7f800000u;
+}
+
+/* Whether every value is finite; a few values inline (a tiny network's
+ * forward checks its inputs and outputs), more vectorised. */
 bool mlp_all_finite_wide(const float *v, size_t n);
 static inline bool mlp_all_finite(const float *v, size_t n)
 {
-    if (n > 64)
+    if (n > 8)
         return mlp_all_finite_wide(v, n);
     for (size_t i = 0; i < n; i++)
         if (v[i] - v[i] != 0.0f)

@@ -53,10 +53,10 @@ static double bce_logits(const mlp_loss *self, size_t rows, size_t cols, const f
     size_t n = rows * cols;
     double sum = 0.0;
     for (size_t i = 0; i < n; i++) {
-        double zi = z[i], t = target[i];
-        sum += fmax(zi, 0.0) - t * zi + log1p(exp(-fabs(zi)));
+        double zi = z[i], t = target[i], e = exp(-fabs(zi));
+        sum += fmax(zi, 0.0) - t * zi + log1p(e);
         if (grad_z) {
-            double p = zi >= 0.0 ? 1.0 / (1.0 + exp(-zi)) : exp(zi) / (1.0 + exp(zi));
+            double p = zi >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
             grad_z[i] = (float)((p - t) / (double)n);
         }
     }

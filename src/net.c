@@ -181,6 +181,7 @@ mlp_status mlp_create(mlp **out, const mlp_config *cfg)
         d->fan_in = fan_in;
         d->units = cfg->layers[l].units;
         d->activation = cfg->layers[l].activation;
+        d->fused = mlp_fused_kind(d->activation);
         d->w_offset = offset;
         d->b_offset = offset + d->units * d->fan_in;
         d->z_offset = cache_offset;
@@ -288,6 +289,10 @@ size_t mlp_kernel_workspace(const mlp *net, size_t batch)
 static void layer_forward(const mlp *net, const mlp_dense *d, size_t rows, const float *x, float *z,
                           float *a, mlp_work work)
 {
+    if (mlp_small_layer(d, rows)) {
+        mlp_small_forward(d, net->params, x, z, a);
+        return;
+    }
     mlp_dense_forward(rows, d->fan_in, d->units, x, net->params + d->w_offset,
                       net->params + d->b_offset, z, work);
     d->activation->forward(d->activation, rows, d->units, z, a);
@@ -361,25 +366,36 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
 /* ---- backward ---------------------------------------------------------- */
 
 /* Backpropagates net->grad_z, which holds dL/dz of the output layer, and
- * writes the parameter gradients into dest (overwriting it). */
-static void backprop(mlp *net, float *dest)
+ * writes the parameter gradients into dest (overwriting it). Returns
+ * nonzero if any of them is NaN or Inf, checked layer by layer. */
+static int backprop(mlp *net, float *dest)
 {
     size_t batch = net->batch;
+    int bad = 0;
     for (size_t l = net->n_layers; l-- > 0;) {
         const mlp_dense *d = &net->layers[l];
-        const float *in = l > 0 ? cached_a(net, &net->layers[l - 1]) : net->x_cache;
+        const mlp_dense *prev = l > 0 ? &net->layers[l - 1] : NULL;
+        const float *in = prev ? cached_a(net, prev) : net->x_cache;
+        if (mlp_small_layer(d, batch)) {
+            bad |= mlp_small_backward(d, net->params, in, net->grad_z, dest, prev,
+                                      prev ? cached_z(net, prev) : NULL, in, net->grad_a,
+                                      net->grad_z);
+            continue;
+        }
         /* grad_z: (batch, units); in: (batch, fan_in) */
         mlp_dense_grad_params(batch, d->fan_in, d->units, net->grad_z, in, dest + d->w_offset,
                               dest + d->b_offset, net->kernel_work);
-        if (l == 0)
+        /* The layer's W and b, one after the other. */
+        bad |= !mlp_all_finite(dest + d->w_offset, d->units * (d->fan_in + 1));
+        if (!prev)
             break;
-        const mlp_dense *prev = &net->layers[l - 1];
         /* grad_a: (batch, fan_in) = dL/d(prev a); then through prev's activation. */
         mlp_dense_grad_input(batch, d->fan_in, d->units, net->grad_z, net->params + d->w_offset,
                              net->grad_a, net->kernel_work);
         prev->activation->backward(prev->activation, batch, prev->units, cached_z(net, prev),
                                    cached_a(net, prev), net->grad_a, net->grad_z);
     }
+    return bad;
 }
 
 MLP_VECTOR_CLONES static bool sum_is_finite(const float *a, const float *b, size_t n)
@@ -400,8 +416,7 @@ static mlp_status backprop_accumulate(mlp *net)
     if (!mlp_all_finite(net->grad_z, net->batch * net->layers[net->n_layers - 1].units))
         return MLP_ERR_NONFINITE;
     if (!net->grads_pending) {
-        backprop(net, net->grads);
-        if (!mlp_all_finite(net->grads, net->n_params)) {
+        if (backprop(net, net->grads)) {
             memset(net->grads, 0, net->n_params * sizeof(float));
             return MLP_ERR_NONFINITE;
         }
@@ -412,8 +427,7 @@ static mlp_status backprop_accumulate(mlp *net)
                 return MLP_ERR_NOMEM;
         }
         float *scratch = net->grads_scratch;
-        backprop(net, scratch);
-        if (!sum_is_finite(net->grads, scratch, net->n_params))
+        if (backprop(net, scratch) || !sum_is_finite(net->grads, scratch, net->n_params))
             return MLP_ERR_NONFINITE;
         for (size_t i = 0; i < net->n_params; i++)
             net->grads[i] += scratch[i];

@@ -153,24 +153,18 @@ static step_rule make_rule(const mlp *net, const mlp_optimizer *opt, uint64_t t)
     return r;
 }
 
-/* 1 if x is NaN or Inf: its exponent bits all set. Integer work, so the
- * loops below vectorise without reassociating any float arithmetic. */
-static inline int nonfinite(float x)
-{
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    return (bits & 0x7f800000u) == 0x7f800000u;
-}
-
-/* One pass of the update rule of mlp.h over all parameters. With store
- * false it only computes, and returns nonzero if any new weight or moment
- * would be NaN or Inf; with store true (a constant in each caller) it
- * writes them. keep is 1, or 0 to read the moments as zero for a kind's
- * first step (stored moments are always finite, so keep * m is exactly 0).
- * One branch-free loop per kind, so each vectorises. */
+/* One pass of the update rule of mlp.h over all parameters. Returns
+ * nonzero if any new weight or moment would be NaN or Inf, and by mode (a
+ * constant in each caller) stores nothing (CHECK), stores in place (STORE),
+ * or writes the new values to wo, mo, vo (INTO). keep is 1, or 0 to read
+ * the moments as zero for a kind's first step (stored moments are always
+ * finite, so keep * m is exactly 0). One branch-free loop per kind, so
+ * each vectorises. */
+enum { CHECK, STORE, INTO };
 static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *restrict w,
                                        float *restrict m, float *restrict v,
-                                       const float *restrict grads, float keep, const bool store)
+                                       const float *restrict grads, float keep, const int mode,
+                                       float *restrict wo, float *restrict mo, float *restrict vo)
 {
     int bad = 0;
     switch (r->kind) {
@@ -178,9 +172,11 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
         for (size_t i = 0; i < n; i++) {
             float g = grads[i] * r->scale + r->wd * w[i];
             float wi = w[i] - r->lr * g;
-            if (store)
+            if (mode == STORE)
                 w[i] = wi;
-            bad |= nonfinite(wi);
+            else if (mode == INTO)
+                wo[i] = wi;
+            bad |= mlp_nonfinite(wi);
         }
         break;
     case MLP_OPT_MOMENTUM:
@@ -188,9 +184,11 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
             float g = grads[i] * r->scale + r->wd * w[i];
             float mi = r->mu * (keep * m[i]) + g;
             float wi = w[i] - r->lr * mi;
-            if (store)
+            if (mode == STORE)
                 w[i] = wi, m[i] = mi;
-            bad |= nonfinite(wi) | nonfinite(mi);
+            else if (mode == INTO)
+                wo[i] = wi, mo[i] = mi;
+            bad |= mlp_nonfinite(wi) | mlp_nonfinite(mi);
         }
         break;
     case MLP_OPT_NESTEROV:
@@ -198,9 +196,11 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
             float g = grads[i] * r->scale + r->wd * w[i];
             float mi = r->mu * (keep * m[i]) + g;
             float wi = w[i] - r->lr * (g + r->mu * mi);
-            if (store)
+            if (mode == STORE)
                 w[i] = wi, m[i] = mi;
-            bad |= nonfinite(wi) | nonfinite(mi);
+            else if (mode == INTO)
+                wo[i] = wi, mo[i] = mi;
+            bad |= mlp_nonfinite(wi) | mlp_nonfinite(mi);
         }
         break;
     case MLP_OPT_RMSPROP:
@@ -208,9 +208,11 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
             float g = grads[i] * r->scale + r->wd * w[i];
             float mi = r->rho * (keep * m[i]) + r->one_minus_rho * g * g;
             float wi = w[i] - r->lr * g / (sqrtf(mi) + r->eps);
-            if (store)
+            if (mode == STORE)
                 w[i] = wi, m[i] = mi;
-            bad |= nonfinite(wi) | nonfinite(mi);
+            else if (mode == INTO)
+                wo[i] = wi, mo[i] = mi;
+            bad |= mlp_nonfinite(wi) | mlp_nonfinite(mi);
         }
         break;
     case MLP_OPT_ADAM:
@@ -220,9 +222,11 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
             float mi = r->b1 * (keep * m[i]) + r->one_minus_b1 * g;
             float vi = r->b2 * (keep * v[i]) + r->one_minus_b2 * g * g;
             float wi = w[i] * r->decay - r->lr_t * mi / (sqrtf(vi) * r->inv_sqrt_bc2 + r->eps);
-            if (store)
+            if (mode == STORE)
                 w[i] = wi, m[i] = mi, v[i] = vi;
-            bad |= nonfinite(wi) | nonfinite(mi) | nonfinite(vi);
+            else if (mode == INTO)
+                wo[i] = wi, mo[i] = mi, vo[i] = vi;
+            bad |= mlp_nonfinite(wi) | mlp_nonfinite(mi) | mlp_nonfinite(vi);
         }
         break;
     }
@@ -232,13 +236,39 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
 MLP_VECTOR_CLONES static int step_check(const step_rule *r, size_t n, float *w, float *m, float *v,
                                         const float *grads, float keep)
 {
-    return step_pass(r, n, w, m, v, grads, keep, false);
+    return step_pass(r, n, w, m, v, grads, keep, CHECK, NULL, NULL, NULL);
 }
 
 MLP_VECTOR_CLONES static void step_store(const step_rule *r, size_t n, float *w, float *m, float *v,
                                          const float *grads, float keep)
 {
-    step_pass(r, n, w, m, v, grads, keep, true);
+    step_pass(r, n, w, m, v, grads, keep, STORE, NULL, NULL, NULL);
+}
+
+MLP_VECTOR_CLONES static int step_into(const step_rule *r, size_t n, float *w, float *m, float *v,
+                                       const float *grads, float keep, float *wo, float *mo,
+                                       float *vo)
+{
+    return step_pass(r, n, w, m, v, grads, keep, INTO, wo, mo, vo);
+}
+
+/* Up to this many parameters a step computes into the stack and copies
+ * the result back if it is finite: one pass instead of two, which is most
+ * of a tiny network's step. */
+#define SMALL_STEP_PARAMS 256
+
+static int step_small(mlp *net, const step_rule *rule, float keep)
+{
+    float wo[SMALL_STEP_PARAMS], mo[SMALL_STEP_PARAMS], vo[SMALL_STEP_PARAMS];
+    size_t n = net->n_params, bytes = n * sizeof(float);
+    if (step_into(rule, n, net->params, net->moment1, net->moment2, net->grads, keep, wo, mo, vo))
+        return 1;
+    memcpy(net->params, wo, bytes);
+    if (net->moment1 && rule->kind != MLP_OPT_SGD)
+        memcpy(net->moment1, mo, bytes);
+    if (net->moment2 && (rule->kind == MLP_OPT_ADAM || rule->kind == MLP_OPT_ADAMW))
+        memcpy(net->moment2, vo, bytes);
+    return 0;
 }
 
 /* From this many parameters a step is shared among threads (with OpenMP);
@@ -294,9 +324,14 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
      * only checks that it is finite (a NaN gradient, or an update that
      * overflows a weight or g^2); the second, identical, stores them. */
     float keep = fresh ? 0.0f : 1.0f;
-    if (step_all(net, &rule, keep, false))
-        return MLP_ERR_NONFINITE;
-    step_all(net, &rule, keep, true);
+    if (net->n_params <= SMALL_STEP_PARAMS) {
+        if (step_small(net, &rule, keep))
+            return MLP_ERR_NONFINITE;
+    } else {
+        if (step_all(net, &rule, keep, false))
+            return MLP_ERR_NONFINITE;
+        step_all(net, &rule, keep, true);
+    }
     net->opt_kind = (int)opt->kind;
     net->opt_steps = t;
     net->forward_pending = false;
