@@ -129,8 +129,8 @@ void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, 
  * grad_z = dL/d(prev z) from prev_z and prev_a. grad_z may be dz. Returns
  * nonzero if dW or db holds a NaN or Inf. */
 int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, const float *dz,
-                        float *grads, const mlp_dense *prev, const float *prev_z,
-                        const float *prev_a, float *grad_a, float *grad_z);
+                       float *grads, const mlp_dense *prev, const float *prev_z,
+                       const float *prev_a, float *grad_a, float *grad_z);
 
 /* Moment buffers an optimizer kind keeps (0, 1 or 2). */
 int mlp_moments_needed(int kind);

@@ -347,15 +347,17 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
 
     net->batch = batch;
     copy_floats(net->x_cache, x, batch * net->inputs);
-    const float *in = net->x_cache;
+    const float *in = x;                        /* the same values; not read back from the copy */
+    float *z = net->z_cache, *a = net->a_cache; /* as cached_z and cached_a */
+    size_t n_out = 0;
     for (size_t l = 0; l < net->n_layers; l++) {
         const mlp_dense *d = &net->layers[l];
-        layer_forward(net, d, batch, in, cached_z(net, d), cached_a(net, d), net->kernel_work);
-        in = cached_a(net, d);
+        n_out = batch * d->units;
+        layer_forward(net, d, batch, in, z, a, net->kernel_work);
+        in = a;
+        z += n_out, a += n_out;
     }
-    const mlp_dense *last = &net->layers[net->n_layers - 1];
-    size_t n_out = batch * last->units;
-    if (!mlp_all_finite(cached_z(net, last), n_out) || !mlp_all_finite(in, n_out))
+    if (!mlp_all_finite(z - n_out, n_out) || !mlp_all_finite(in, n_out))
         return MLP_ERR_NONFINITE;
     if (y)
         copy_floats(y, in, n_out);
@@ -377,9 +379,9 @@ static int backprop(mlp *net, float *dest)
         const mlp_dense *prev = l > 0 ? &net->layers[l - 1] : NULL;
         const float *in = prev ? cached_a(net, prev) : net->x_cache;
         if (mlp_small_layer(d, batch)) {
-            bad |= mlp_small_backward(d, net->params, in, net->grad_z, dest, prev,
-                                      prev ? cached_z(net, prev) : NULL, in, net->grad_a,
-                                      net->grad_z);
+            bad |=
+                mlp_small_backward(d, net->params, in, net->grad_z, dest, prev,
+                                   prev ? cached_z(net, prev) : NULL, in, net->grad_a, net->grad_z);
             continue;
         }
         /* grad_z: (batch, units); in: (batch, fan_in) */

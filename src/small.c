@@ -31,6 +31,18 @@ mlp_fused mlp_fused_kind(const mlp_activation *act)
     return MLP_FUSED_NONE;
 }
 
+/* v where z > 0, else +0 (also for a NaN z): the ReLU's choice, made
+ * without a branch on the sign of z, which changes from sample to sample
+ * and would be mispredicted. */
+static inline float where_positive(float z, float v)
+{
+    uint32_t bits, mask = 0u - (uint32_t)(z > 0.0f);
+    memcpy(&bits, &v, sizeof bits);
+    bits &= mask;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
 /* a = f(z) for the built-in activations, as their vtables compute it. */
 static void activate(const mlp_dense *d, size_t n, const float *z, float *a)
 {
@@ -41,7 +53,7 @@ static void activate(const mlp_dense *d, size_t n, const float *z, float *a)
         return;
     case MLP_FUSED_RELU:
         for (size_t i = 0; i < n; i++)
-            a[i] = z[i] > 0.0f ? z[i] : 0.0f;
+            a[i] = where_positive(z[i], z[i]);
         return;
     case MLP_FUSED_LEAKY_RELU:
         for (size_t i = 0; i < n; i++)
@@ -60,16 +72,17 @@ static void activate(const mlp_dense *d, size_t n, const float *z, float *a)
     d->activation->forward(d->activation, 1, n, z, a);
 }
 
-void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, float *z, float *a)
+/* z = W x + b, four outputs at a time: their sums run side by side and
+ * each x[i] is loaded once for four products. Inlined with in a constant
+ * for the narrowest layers (below), where the inner loop then unrolls. */
+static MLP_ALWAYS_INLINE void product(size_t in, size_t out, const float *x, const float *w,
+                                      const float *b, float *z)
 {
-    size_t in = d->fan_in, out = d->units, o = 0;
-    const float *w = params + d->w_offset, *b = params + d->b_offset;
-    /* Four outputs at a time: their sums run side by side and each x[i]
-     * is loaded once for four products. */
+    size_t o = 0;
     for (; o + 4 <= out; o += 4) {
         const float *w0 = w + o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
-        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-        for (size_t i = 0; i < in; i++) {
+        float s0 = x[0] * w0[0], s1 = x[0] * w1[0], s2 = x[0] * w2[0], s3 = x[0] * w3[0];
+        for (size_t i = 1; i < in; i++) {
             s0 += x[i] * w0[i];
             s1 += x[i] * w1[i];
             s2 += x[i] * w2[i];
@@ -82,12 +95,24 @@ void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, 
     }
     for (; o < out; o++) {
         const float *wo = w + o * in;
-        float sum = 0.0f;
-        for (size_t i = 0; i < in; i++)
+        float sum = x[0] * wo[0];
+        for (size_t i = 1; i < in; i++)
             sum += x[i] * wo[i];
         z[o] = b[o] + sum;
     }
-    activate(d, out, z, a);
+}
+
+void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, float *z, float *a)
+{
+    const float *w = params + d->w_offset, *b = params + d->b_offset;
+    switch (d->fan_in) {
+    case 1: product(1, d->units, x, w, b, z); break;
+    case 2: product(2, d->units, x, w, b, z); break;
+    case 3: product(3, d->units, x, w, b, z); break;
+    case 4: product(4, d->units, x, w, b, z); break;
+    default: product(d->fan_in, d->units, x, w, b, z); break;
+    }
+    activate(d, d->units, z, a);
 }
 
 /* grad_z = grad_a * f'(z) for the built-in activations, as their vtables
@@ -102,7 +127,7 @@ static void derive(const mlp_dense *d, size_t n, const float *z, const float *a,
         return;
     case MLP_FUSED_RELU:
         for (size_t i = 0; i < n; i++)
-            grad_z[i] = z[i] > 0.0f ? grad_a[i] : 0.0f;
+            grad_z[i] = where_positive(z[i], grad_a[i]);
         return;
     case MLP_FUSED_LEAKY_RELU:
         for (size_t i = 0; i < n; i++)
@@ -121,44 +146,56 @@ static void derive(const mlp_dense *d, size_t n, const float *z, const float *a,
     d->activation->backward(d->activation, 1, n, z, a, grad_a, grad_z);
 }
 
-int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, const float *dz,
-                       float *grads, const mlp_dense *prev, const float *prev_z,
-                       const float *prev_a, float *grad_a, float *grad_z)
+/* The gradients of one small layer (see mlp_small_backward), inlined with
+ * in a constant for the narrowest layers like product(). */
+static MLP_ALWAYS_INLINE int gradients(size_t in, size_t out, const float *w, const float *x,
+                                       const float *dz, float *dw, float *db, float *dx)
 {
-    size_t in = d->fan_in, out = d->units;
-    const float *w = params + d->w_offset;
-    float *dw = grads + d->w_offset, *db = grads + d->b_offset;
     /* Whether dW = dz x^T is finite, from the largest factors: rounding is
      * monotonic, so every product is finite if the largest one is. This
      * checks in + out values instead of reading dW back (which, just
      * written a float at a time, cannot be forwarded to a vector load). */
     int bad = 0;
     float dz_max = 0.0f, x_max = 0.0f;
-    for (size_t o = 0; o < out; o++) {
-        float g = fabsf(dz[o]);
-        bad |= mlp_nonfinite(g);
-        dz_max = g > dz_max ? g : dz_max;
-    }
     for (size_t i = 0; i < in; i++) {
         float v = fabsf(x[i]);
         bad |= mlp_nonfinite(v);
         x_max = v > x_max ? v : x_max;
     }
-    bad |= mlp_nonfinite(dz_max * x_max);
-    /* dW and db written; dx = W^T dz summed over o in order. */
     for (size_t o = 0; o < out; o++) {
-        float g = dz[o];
+        float g = dz[o], v = fabsf(g);
+        bad |= mlp_nonfinite(v);
+        dz_max = v > dz_max ? v : dz_max;
         db[o] = g;
         for (size_t i = 0; i < in; i++)
             dw[o * in + i] = g * x[i];
     }
-    if (prev) {
+    bad |= mlp_nonfinite(dz_max * x_max);
+    if (dx) { /* W^T dz, summed over o in order */
         for (size_t i = 0; i < in; i++)
-            grad_a[i] = dz[0] * w[i];
+            dx[i] = dz[0] * w[i];
         for (size_t o = 1; o < out; o++)
             for (size_t i = 0; i < in; i++)
-                grad_a[i] += dz[o] * w[o * in + i];
-        derive(prev, in, prev_z, prev_a, grad_a, grad_z);
+                dx[i] += dz[o] * w[o * in + i];
     }
+    return bad;
+}
+
+int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, const float *dz,
+                       float *grads, const mlp_dense *prev, const float *prev_z,
+                       const float *prev_a, float *grad_a, float *grad_z)
+{
+    const float *w = params + d->w_offset;
+    float *dw = grads + d->w_offset, *db = grads + d->b_offset, *dx = prev ? grad_a : NULL;
+    int bad;
+    switch (d->fan_in) {
+    case 1: bad = gradients(1, d->units, w, x, dz, dw, db, dx); break;
+    case 2: bad = gradients(2, d->units, w, x, dz, dw, db, dx); break;
+    case 3: bad = gradients(3, d->units, w, x, dz, dw, db, dx); break;
+    case 4: bad = gradients(4, d->units, w, x, dz, dw, db, dx); break;
+    default: bad = gradients(d->fan_in, d->units, w, x, dz, dw, db, dx); break;
+    }
+    if (prev)
+        derive(prev, d->fan_in, prev_z, prev_a, grad_a, grad_z);
     return bad;
 }
