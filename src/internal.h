@@ -111,7 +111,7 @@ static inline float mlp_sigmoidf(float z)
 
 /* Layers of at most this many multiply-adds take the tiny-network path
  * (small.c) for a single sample. */
-#define MLP_SMALL_MADDS 256
+#define MLP_SMALL_MADDS 4096
 
 static inline bool mlp_small_layer(const mlp_dense *d, size_t rows)
 {

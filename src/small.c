@@ -18,6 +18,7 @@
 
 #ifdef __SSE2__
 #include <emmintrin.h>
+#include <xmmintrin.h>
 #endif
 
 mlp_fused mlp_fused_kind(const mlp_activation *act)
@@ -90,15 +91,55 @@ static void activate(const mlp_dense *d, size_t n, const float *z, float *a)
     d->activation->forward(d->activation, 1, n, z, a);
 }
 
+#ifdef __SSE2__
+/* The sums of the lanes of s0, s1, s2 and s3, as one vector. */
+static inline __m128 sum_lanes4(__m128 s0, __m128 s1, __m128 s2, __m128 s3)
+{
+    _MM_TRANSPOSE4_PS(s0, s1, s2, s3);
+    return _mm_add_ps(_mm_add_ps(s0, s1), _mm_add_ps(s2, s3));
+}
+
+/* The sum of the lanes of s. */
+static inline float sum_lanes(__m128 s)
+{
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+}
+#endif
+
 /* z = W x + b, four outputs at a time: their sums run side by side and
- * each x[i] is loaded once for four products. Inlined with in a constant
- * for the narrowest layers (below), where the inner loop then unrolls. */
+ * each x[i] is loaded once for four products. With SSE2 and four inputs
+ * or more, each sum runs over four inputs at a time, and the four results
+ * are stored as one vector, which the activation then loads whole (a
+ * vector load of values stored one at a time would wait for the stores to
+ * reach the cache). Inlined with in a constant for the narrowest layers
+ * (below), where the inner loops then unroll. */
 static MLP_ALWAYS_INLINE void product(size_t in, size_t out, const float *x, const float *w,
                                       const float *b, float *z)
 {
     size_t o = 0;
     for (; o + 4 <= out; o += 4) {
         const float *w0 = w + o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
+#ifdef __SSE2__
+        if (in >= 4) {
+            __m128 a0 = _mm_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            size_t i = 0;
+            for (; i + 4 <= in; i += 4) {
+                __m128 xi = _mm_loadu_ps(x + i);
+                a0 = _mm_add_ps(a0, _mm_mul_ps(xi, _mm_loadu_ps(w0 + i)));
+                a1 = _mm_add_ps(a1, _mm_mul_ps(xi, _mm_loadu_ps(w1 + i)));
+                a2 = _mm_add_ps(a2, _mm_mul_ps(xi, _mm_loadu_ps(w2 + i)));
+                a3 = _mm_add_ps(a3, _mm_mul_ps(xi, _mm_loadu_ps(w3 + i)));
+            }
+            __m128 sum = sum_lanes4(a0, a1, a2, a3);
+            for (; i < in; i++) {
+                __m128 column = _mm_set_ps(w3[i], w2[i], w1[i], w0[i]);
+                sum = _mm_add_ps(sum, _mm_mul_ps(_mm_set1_ps(x[i]), column));
+            }
+            _mm_storeu_ps(z + o, _mm_add_ps(_mm_loadu_ps(b + o), sum));
+            continue;
+        }
+#endif
         float s0 = x[0] * w0[0], s1 = x[0] * w1[0], s2 = x[0] * w2[0], s3 = x[0] * w3[0];
         for (size_t i = 1; i < in; i++) {
             s0 += x[i] * w0[i];
@@ -117,8 +158,17 @@ static MLP_ALWAYS_INLINE void product(size_t in, size_t out, const float *x, con
     }
     for (; o < out; o++) {
         const float *wo = w + o * in;
-        float sum = x[0] * wo[0];
-        for (size_t i = 1; i < in; i++)
+        size_t i = 0;
+        float sum = 0.0f;
+#ifdef __SSE2__
+        if (in >= 4) {
+            __m128 acc = _mm_setzero_ps();
+            for (; i + 4 <= in; i += 4)
+                acc = _mm_add_ps(acc, _mm_mul_ps(_mm_loadu_ps(x + i), _mm_loadu_ps(wo + i)));
+            sum = sum_lanes(acc);
+        }
+#endif
+        for (; i < in; i++)
             sum += x[i] * wo[i];
         z[o] = b[o] + sum;
     }
@@ -176,7 +226,25 @@ static MLP_ALWAYS_INLINE int gradients(size_t in, size_t out, const float *w, co
      * written a float at a time, cannot be forwarded to a vector load). */
     int bad = 0;
     float dz_max = 0.0f, x_max = 0.0f;
-    for (size_t i = 0; i < in; i++) {
+    size_t i = 0;
+#ifdef __SSE2__
+    if (in >= 4) {
+        const __m128i exponent = _mm_set1_epi32(0x7f800000);
+        const __m128 magnitude = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+        __m128 most = _mm_setzero_ps();
+        __m128i nonfinite = _mm_setzero_si128();
+        for (; i + 4 <= in; i += 4) {
+            __m128 v = _mm_and_ps(_mm_loadu_ps(x + i), magnitude);
+            __m128i e = _mm_and_si128(_mm_castps_si128(v), exponent);
+            nonfinite = _mm_or_si128(nonfinite, _mm_cmpeq_epi32(e, exponent));
+            most = _mm_max_ps(v, most); /* a NaN is dropped here, counted above */
+        }
+        most = _mm_max_ps(most, _mm_movehl_ps(most, most));
+        x_max = _mm_cvtss_f32(_mm_max_ss(most, _mm_shuffle_ps(most, most, 1)));
+        bad = _mm_movemask_epi8(nonfinite) != 0;
+    }
+#endif
+    for (; i < in; i++) {
         float v = fabsf(x[i]);
         bad |= mlp_nonfinite(v);
         x_max = v > x_max ? v : x_max;
@@ -186,14 +254,20 @@ static MLP_ALWAYS_INLINE int gradients(size_t in, size_t out, const float *w, co
         bad |= mlp_nonfinite(v);
         dz_max = v > dz_max ? v : dz_max;
         db[o] = g;
-        for (size_t i = 0; i < in; i++)
-            dw[o * in + i] = g * x[i];
+        float *dwo = dw + o * in;
+        i = 0;
+#ifdef __SSE2__
+        for (__m128 gv = _mm_set1_ps(g); i + 4 <= in; i += 4)
+            _mm_storeu_ps(dwo + i, _mm_mul_ps(gv, _mm_loadu_ps(x + i)));
+#endif
+        for (; i < in; i++)
+            dwo[i] = g * x[i];
     }
     bad |= mlp_nonfinite(dz_max * x_max);
     if (!dx)
         return bad;
     /* dx = W^T dz, each element summed over o in order. */
-    size_t i = 0;
+    i = 0;
 #ifdef __SSE2__
     for (; i + 4 <= in; i += 4) {
         __m128 sum = _mm_mul_ps(_mm_set1_ps(dz[0]), _mm_loadu_ps(w + i));
