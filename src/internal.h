@@ -29,6 +29,7 @@ typedef struct mlp_dense {
     size_t z_offset;                  /* z, a: (batch, units) in the forward cache */
     const mlp_activation *activation; /* borrowed; outlives the network */
     mlp_fused fused;                  /* which built-in activation it is */
+    bool small;                       /* units * fan_in <= MLP_SMALL_MADDS */
 } mlp_dense;
 
 struct mlp {
@@ -115,7 +116,7 @@ static inline float mlp_sigmoidf(float z)
 
 static inline bool mlp_small_layer(const mlp_dense *d, size_t rows)
 {
-    return rows == 1 && d->fan_in * d->units <= MLP_SMALL_MADDS;
+    return rows == 1 && d->small;
 }
 
 mlp_fused mlp_fused_kind(const mlp_activation *act);

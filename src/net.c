@@ -182,6 +182,7 @@ mlp_status mlp_create(mlp **out, const mlp_config *cfg)
         d->units = cfg->layers[l].units;
         d->activation = cfg->layers[l].activation;
         d->fused = mlp_fused_kind(d->activation);
+        d->small = d->units * d->fan_in <= MLP_SMALL_MADDS;
         d->w_offset = offset;
         d->b_offset = offset + d->units * d->fan_in;
         d->z_offset = cache_offset;
