@@ -59,7 +59,7 @@ static void tanh_backward(const mlp_activation *self, size_t rows, size_t cols, 
 {
     UNUSED(self), UNUSED(z);
     for (size_t i = 0, n = rows * cols; i < n; i++)
-        grad_z[i] = grad_a[i] * (1.0f - a[i] * a[i]);
+        grad_z[i] = grad_a[i] * (1.0f - a[i]) * (1.0f + a[i]);
 }
 
 /* ---- ReLU and leaky ReLU ----------------------------------------------- */

@@ -226,12 +226,15 @@ size_t KERNEL_NAME(mlp_gemm_workspace)(size_t n)
 }
 
 void KERNEL_NAME(mlp_gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b,
-                           float *c, size_t ldc, int add, float *work)
+                           float *c, size_t ldc, int add, const mlp_epilogue *epi, size_t col0,
+                           float *work)
 {
     float *packed_a = work, *packed_b = work + MC * KC;
     for (size_t p0 = 0; p0 < k; p0 += KC) {
         size_t kc = k - p0 < KC ? k - p0 : KC;
         int add_block = add || p0 > 0; /* later slices add to the first */
+        /* The last slice finishes each tile: the epilogue takes it from L1. */
+        const mlp_epilogue *finish = p0 + kc == k ? epi : NULL;
         pack_b(kc, n, b->data + p0 * b->row_stride, b->row_stride, b->col_stride, packed_b);
         for (size_t i0 = 0; i0 < m; i0 += MC) {
             size_t mc = m - i0 < MC ? m - i0 : MC;
@@ -248,6 +251,8 @@ void KERNEL_NAME(mlp_gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, co
                     else
                         edge_kernel(kc, packed_a + i * kc, packed_b + j * kc, tile, ldc, rows, cols,
                                     add_block);
+                    if (finish)
+                        mlp_epilogue_block(finish, i0 + i, col0 + j, rows, cols, tile, ldc);
                 }
             }
         }

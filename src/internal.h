@@ -11,17 +11,6 @@
 #include <stdint.h>
 #include <string.h>
 
-/* The built-in activations the tiny-network path (small.c) applies inline;
- * any other runs through its vtable there too. */
-typedef enum mlp_fused {
-    MLP_FUSED_NONE,
-    MLP_FUSED_IDENTITY,
-    MLP_FUSED_RELU,
-    MLP_FUSED_LEAKY_RELU,
-    MLP_FUSED_SIGMOID,
-    MLP_FUSED_TANH
-} mlp_fused;
-
 typedef struct mlp_dense {
     size_t fan_in, units;
     size_t w_offset;                  /* W: (units, fan_in) at params + w_offset */
@@ -96,19 +85,6 @@ mlp_allocator mlp_allocator_or_default(const mlp_allocator *al);
 /* Weights and biases a config's shapes need; 0 if a shape is out of its
  * limit or the total exceeds MLP_MAX_PARAMS. */
 size_t mlp_config_param_count(const mlp_config *cfg);
-
-/* The slope of mlp_leaky_relu for z <= 0. */
-#define MLP_LEAKY_SLOPE 0.01f
-
-/* The logistic function, with two branches so exp never overflows: for
- * z < 0, e^z / (1 + e^z). */
-static inline float mlp_sigmoidf(float z)
-{
-    if (z >= 0.0f)
-        return 1.0f / (1.0f + expf(-z));
-    float e = expf(z);
-    return e / (1.0f + e);
-}
 
 /* Layers of at most this many multiply-adds take the tiny-network path
  * (small.c) for a single sample. */

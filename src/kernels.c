@@ -29,7 +29,7 @@
 typedef struct kernel_set {
     size_t (*workspace)(size_t n);
     void (*gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, float *c,
-                 size_t ldc, int add, float *work);
+                 size_t ldc, int add, const mlp_epilogue *epi, size_t col0, float *work);
     void (*gemv)(size_t out, size_t in, const float *w, const float *x, float *y);
 } kernel_set;
 
@@ -80,10 +80,11 @@ static enum CBLAS_TRANSPOSE blas_op(const mlp_matrix *x, int *ld)
 }
 #endif
 
-/* C = A B (+ C if add) through the chosen kernels, on several threads when
- * it is large and the workspace holds a packing set for each. */
+/* C = A B (+ C if add), then the epilogue, through the chosen kernels, on
+ * several threads when it is large and the workspace holds a packing set
+ * for each. */
 static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, float *c,
-                 size_t ldc, int add, mlp_work work)
+                 size_t ldc, int add, const mlp_epilogue *epi, mlp_work work)
 {
 #ifdef MLP_HAVE_CBLAS
     /* Shapes are bounded by MLP_MAX_UNITS and MLP_MAX_BATCH: they fit int. */
@@ -91,6 +92,8 @@ static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_ma
     enum CBLAS_TRANSPOSE op_a = blas_op(a, &lda), op_b = blas_op(b, &ldb);
     cblas_sgemm(CblasRowMajor, op_a, op_b, (int)m, (int)n, (int)k, 1.0f, a->data, lda, b->data, ldb,
                 add ? 1.0f : 0.0f, c, (int)ldc);
+    if (epi)
+        mlp_epilogue_block(epi, 0, 0, m, n, c, ldc);
     (void)work;
 #else
     const kernel_set *ks = kernels();
@@ -109,17 +112,18 @@ static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_ma
             if (j0 < j1) {
                 const mlp_matrix part = {b->data + j0 * b->col_stride, b->row_stride,
                                          b->col_stride};
-                ks->gemm(m, j1 - j0, k, a, &part, c + j0, ldc, add, work.data + t * per_thread);
+                ks->gemm(m, j1 - j0, k, a, &part, c + j0, ldc, add, epi, j0,
+                         work.data + t * per_thread);
             }
         }
         return;
     }
-    ks->gemm(m, n, k, a, b, c, ldc, add, work.data);
+    ks->gemm(m, n, k, a, b, c, ldc, add, epi, 0, work.data);
 #endif
 }
 
 void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const float *w,
-                       const float *b, float *z, mlp_work work)
+                       const float *b, float *z, const mlp_epilogue *epi, mlp_work work)
 {
     if (rows * in * out <= DIRECT_MADDS) {
         for (size_t r = 0; r < rows; r++)
@@ -129,16 +133,18 @@ void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const
                     sum += x[r * in + i] * w[o * in + i];
                 z[r * out + o] = b[o] + sum;
             }
-        return;
-    }
-    for (size_t r = 0; r < rows; r++)
-        memcpy(z + r * out, b, out * sizeof(float));
-    if (use_gemm(rows, in, out)) {
+    } else if (use_gemm(rows, in, out)) {
+        for (size_t r = 0; r < rows; r++)
+            memcpy(z + r * out, b, out * sizeof(float));
         const mlp_matrix xm = {x, in, 1}, wt = {w, 1, in}; /* W^T: (in, out) */
-        gemm(rows, out, in, &xm, &wt, z, out, 1, work);
+        gemm(rows, out, in, &xm, &wt, z, out, 1, epi, work);
+        return; /* the epilogue ran tile by tile */
     } else {
+        memcpy(z, b, out * sizeof(float));
         kernels()->gemv(out, in, w, x, z);
     }
+    if (epi)
+        mlp_epilogue_block(epi, 0, 0, rows, out, z, out);
 }
 
 void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
@@ -158,7 +164,7 @@ void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, 
             db[o] += dz[r * out + o];
     if (use_gemm(rows, in, out)) {
         const mlp_matrix dzt = {dz, 1, out}, xm = {x, in, 1}; /* dz^T: (out, rows) */
-        gemm(out, in, rows, &dzt, &xm, dw, in, 0, work);
+        gemm(out, in, rows, &dzt, &xm, dw, in, 0, NULL, work);
         return;
     }
     memset(dw, 0, out * in * sizeof *dw);
@@ -174,11 +180,11 @@ void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, 
 }
 
 void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, const float *w,
-                          float *dx, mlp_work work)
+                          float *dx, const mlp_epilogue *epi, mlp_work work)
 {
     if (use_gemm(rows, in, out)) {
         const mlp_matrix dzm = {dz, out, 1}, wm = {w, in, 1};
-        gemm(rows, in, out, &dzm, &wm, dx, in, 0, work);
+        gemm(rows, in, out, &dzm, &wm, dx, in, 0, epi, work);
         return;
     }
     for (size_t r = 0; r < rows; r++) {
@@ -192,4 +198,6 @@ void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, c
                 dxr[i] += dzr[o] * wo[i];
         }
     }
+    if (epi)
+        mlp_epilogue_block(epi, 0, 0, rows, in, dx, in);
 }

@@ -5,7 +5,106 @@
 #ifndef MLP_KERNELS_H
 #define MLP_KERNELS_H
 
+#include <math.h>
 #include <stddef.h>
+
+/* The built-in element-wise activations, which the kernels apply to a
+ * product as they finish each block of it (while it is in the L1 cache,
+ * and on the thread that computed it). Any other activation runs through
+ * its vtable after the product. */
+typedef enum mlp_fused {
+    MLP_FUSED_NONE,
+    MLP_FUSED_IDENTITY,
+    MLP_FUSED_RELU,
+    MLP_FUSED_LEAKY_RELU,
+    MLP_FUSED_SIGMOID,
+    MLP_FUSED_TANH
+} mlp_fused;
+
+/* The slope of mlp_leaky_relu for z <= 0. */
+#define MLP_LEAKY_SLOPE 0.01f
+
+/* The logistic function, with two branches so exp never overflows: for
+ * z < 0, e^z / (1 + e^z). */
+static inline float mlp_sigmoidf(float z)
+{
+    if (z >= 0.0f)
+        return 1.0f / (1.0f + expf(-z));
+    float e = expf(z);
+    return e / (1.0f + e);
+}
+
+/* What a product does with its result C (rows x cols, leading dimension
+ * ldc) as each block of it is finished, for an activation of kind kind:
+ *   forward:  out = f(C);
+ *   backward: C = C * f'(z), in place: C holds dL/da, and becomes dL/dz;
+ *             z and a are the activation's input and output.
+ * out, z and a have leading dimension ld. A NULL epilogue does nothing. */
+typedef struct mlp_epilogue {
+    mlp_fused kind;
+    int backward;
+    float *out;
+    const float *z, *a;
+    size_t ld;
+} mlp_epilogue;
+
+/* The epilogue on rows [r0, r0 + rows) x columns [c0, c0 + cols) of C,
+ * whose element (0, 0) is at c. Inline, so each kernel build vectorises it
+ * for its own instruction set. The formulas are the vtables'. */
+static inline void mlp_epilogue_block(const mlp_epilogue *e, size_t r0, size_t c0, size_t rows,
+                                      size_t cols, float *c, size_t ldc)
+{
+    for (size_t r = 0; r < rows; r++) {
+        float *cr = c + r * ldc;
+        size_t at = (r0 + r) * e->ld + c0;
+        if (!e->backward) {
+            float *out = e->out + at;
+            switch (e->kind) {
+            case MLP_FUSED_RELU:
+                for (size_t j = 0; j < cols; j++)
+                    out[j] = cr[j] > 0.0f ? cr[j] : 0.0f;
+                break;
+            case MLP_FUSED_LEAKY_RELU:
+                for (size_t j = 0; j < cols; j++)
+                    out[j] = cr[j] > 0.0f ? cr[j] : MLP_LEAKY_SLOPE * cr[j];
+                break;
+            case MLP_FUSED_SIGMOID:
+                for (size_t j = 0; j < cols; j++)
+                    out[j] = mlp_sigmoidf(cr[j]);
+                break;
+            case MLP_FUSED_TANH:
+                for (size_t j = 0; j < cols; j++)
+                    out[j] = tanhf(cr[j]);
+                break;
+            default:
+                for (size_t j = 0; j < cols; j++)
+                    out[j] = cr[j];
+                break;
+            }
+            continue;
+        }
+        const float *z = e->z + at, *a = e->a + at;
+        switch (e->kind) {
+        case MLP_FUSED_RELU:
+            for (size_t j = 0; j < cols; j++)
+                cr[j] = z[j] > 0.0f ? cr[j] : 0.0f;
+            break;
+        case MLP_FUSED_LEAKY_RELU:
+            for (size_t j = 0; j < cols; j++)
+                cr[j] = z[j] > 0.0f ? cr[j] : MLP_LEAKY_SLOPE * cr[j];
+            break;
+        case MLP_FUSED_SIGMOID:
+            for (size_t j = 0; j < cols; j++)
+                cr[j] = cr[j] * a[j] * (1.0f - a[j]);
+            break;
+        case MLP_FUSED_TANH:
+            for (size_t j = 0; j < cols; j++)
+                cr[j] = cr[j] * (1.0f - a[j]) * (1.0f + a[j]);
+            break;
+        default: break;
+        }
+    }
+}
 
 /* Scratch memory for the products: packing buffers, one set per thread. */
 typedef struct mlp_work {
@@ -19,18 +118,20 @@ typedef struct mlp_work {
  * for any thread count. */
 size_t mlp_dense_workspace(size_t rows, size_t in, size_t out);
 
-/* z = x W^T + b.  x: (rows, in), W: (out, in), b: (out), z: (rows, out). */
+/* z = x W^T + b, then the epilogue (NULL: none) on z.
+ * x: (rows, in), W: (out, in), b: (out), z: (rows, out). */
 void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const float *w,
-                       const float *b, float *z, mlp_work work);
+                       const float *b, float *z, const mlp_epilogue *epi, mlp_work work);
 
 /* dW = dz^T x, db = column sums of dz (both overwritten).
  * dz: (rows, out), x: (rows, in), dW: (out, in), db: (out). */
 void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
                            float *dw, float *db, mlp_work work);
 
-/* dx = dz W.  dz: (rows, out), W: (out, in), dx: (rows, in). */
+/* dx = dz W, then the epilogue (NULL: none) on dx.
+ * dz: (rows, out), W: (out, in), dx: (rows, in). */
 void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, const float *w,
-                          float *dx, mlp_work work);
+                          float *dx, const mlp_epilogue *epi, mlp_work work);
 
 /* A matrix operand by its strides: element (i, j) is data[i * row_stride +
  * j * col_stride], so a transpose is a swap of the strides. */
@@ -41,13 +142,15 @@ typedef struct mlp_matrix {
 
 /* One set per instruction set (gemm.c compiled with each suffix):
  * gemm:      C (m x n, leading dimension ldc) = A (m x k) B (k x n), plus C
- *            if add (else C is only written); work holds gemm_workspace(n)
- *            floats.
+ *            if add (else C is only written), then the epilogue (NULL:
+ *            none) on C, whose element (0, 0) is its (0, col0); work
+ *            holds gemm_workspace(n) floats.
  * gemv:      y (out) += W (out x in, row-major) x (in). */
 #define MLP_KERNEL_DECLARE(suffix)                                                                 \
     size_t mlp_gemm_workspace_##suffix(size_t n);                                                  \
     void mlp_gemm_##suffix(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, \
-                           float *c, size_t ldc, int add, float *work);                            \
+                           float *c, size_t ldc, int add, const mlp_epilogue *epi, size_t col0,    \
+                           float *work);                                                           \
     void mlp_gemv_##suffix(size_t out, size_t in, const float *w, const float *x, float *y)
 MLP_KERNEL_DECLARE(generic);
 MLP_KERNEL_DECLARE(avx2);

@@ -294,9 +294,12 @@ static void layer_forward(const mlp *net, const mlp_dense *d, size_t rows, const
         mlp_small_forward(d, net->params, x, z, a);
         return;
     }
+    /* A built-in activation runs in the product's epilogue. */
+    const mlp_epilogue fused = {d->fused, 0, a, NULL, NULL, d->units};
     mlp_dense_forward(rows, d->fan_in, d->units, x, net->params + d->w_offset,
-                      net->params + d->b_offset, z, work);
-    d->activation->forward(d->activation, rows, d->units, z, a);
+                      net->params + d->b_offset, z, d->fused ? &fused : NULL, work);
+    if (!d->fused)
+        d->activation->forward(d->activation, rows, d->units, z, a);
 }
 
 /* Grows the training cache to hold `batch` samples. The old cache is kept
@@ -370,33 +373,42 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
 
 /* Backpropagates net->grad_z, which holds dL/dz of the output layer, and
  * writes the parameter gradients into dest (overwriting it). Returns
- * nonzero if any of them is NaN or Inf, checked layer by layer. */
+ * nonzero if any of them is NaN or Inf, checked layer by layer. grad_z and
+ * grad_a take turns holding each layer's dL/dz. */
 static int backprop(mlp *net, float *dest)
 {
     size_t batch = net->batch;
+    float *dz = net->grad_z, *spare = net->grad_a;
     int bad = 0;
     for (size_t l = net->n_layers; l-- > 0;) {
         const mlp_dense *d = &net->layers[l];
         const mlp_dense *prev = l > 0 ? &net->layers[l - 1] : NULL;
         const float *in = prev ? cached_a(net, prev) : net->x_cache;
         if (mlp_small_layer(d, batch)) {
-            bad |=
-                mlp_small_backward(d, net->params, in, net->grad_z, dest, prev,
-                                   prev ? cached_z(net, prev) : NULL, in, net->grad_a, net->grad_z);
+            bad |= mlp_small_backward(d, net->params, in, dz, dest, prev,
+                                      prev ? cached_z(net, prev) : NULL, in, spare, dz);
             continue;
         }
-        /* grad_z: (batch, units); in: (batch, fan_in) */
-        mlp_dense_grad_params(batch, d->fan_in, d->units, net->grad_z, in, dest + d->w_offset,
+        /* dz: (batch, units); in: (batch, fan_in) */
+        mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
                               dest + d->b_offset, net->kernel_work);
         /* The layer's W and b, one after the other. */
         bad |= !mlp_all_finite(dest + d->w_offset, d->units * (d->fan_in + 1));
         if (!prev)
             break;
-        /* grad_a: (batch, fan_in) = dL/d(prev a); then through prev's activation. */
-        mlp_dense_grad_input(batch, d->fan_in, d->units, net->grad_z, net->params + d->w_offset,
-                             net->grad_a, net->kernel_work);
-        prev->activation->backward(prev->activation, batch, prev->units, cached_z(net, prev),
-                                   cached_a(net, prev), net->grad_a, net->grad_z);
+        /* spare: (batch, fan_in) = dL/d(prev a), then through prev's
+         * activation: in the product's epilogue, in place, for a built-in
+         * one, so spare holds the next dz; else by its vtable into dz. */
+        const mlp_epilogue fused = {prev->fused, 1, NULL, cached_z(net, prev), in, prev->units};
+        mlp_dense_grad_input(batch, d->fan_in, d->units, dz, net->params + d->w_offset, spare,
+                             prev->fused ? &fused : NULL, net->kernel_work);
+        if (prev->fused) {
+            float *t = dz;
+            dz = spare, spare = t;
+        } else {
+            prev->activation->backward(prev->activation, batch, prev->units, cached_z(net, prev),
+                                       in, spare, dz);
+        }
     }
     return bad;
 }

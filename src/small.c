@@ -208,7 +208,7 @@ static void derive(const mlp_dense *d, size_t n, const float *z, const float *a,
         return;
     case MLP_FUSED_TANH:
         for (size_t i = 0; i < n; i++)
-            grad_z[i] = grad_a[i] * (1.0f - a[i] * a[i]);
+            grad_z[i] = grad_a[i] * (1.0f - a[i]) * (1.0f + a[i]);
         return;
     case MLP_FUSED_NONE: break;
     }

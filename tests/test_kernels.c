@@ -11,7 +11,7 @@ typedef struct kernel_version {
     const char *cpu_feature; /* NULL: any processor */
     size_t (*workspace)(size_t n);
     void (*gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, float *c,
-                 size_t ldc, int add, float *work);
+                 size_t ldc, int add, const mlp_epilogue *epi, size_t col0, float *work);
     void (*gemv)(size_t out, size_t in, const float *w, const float *x, float *y);
 } kernel_version;
 
@@ -50,7 +50,7 @@ static void check_gemm(const kernel_version *v, size_t m, size_t n, size_t k, in
     memcpy(c0, c, m * n * sizeof *c);
     mlp_matrix am = trans_a ? (mlp_matrix){a, 1, m} : (mlp_matrix){a, k, 1};
     mlp_matrix bm = trans_b ? (mlp_matrix){b, 1, k} : (mlp_matrix){b, n, 1};
-    v->gemm(m, n, k, &am, &bm, c, n, add, work);
+    v->gemm(m, n, k, &am, &bm, c, n, add, NULL, 0, work);
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < n; j++) {
             double sum = add ? c0[i * n + j] : 0.0;
@@ -142,9 +142,9 @@ static void test_dense_products_match_reference_on_every_route(void **state)
         test_fill(&seed, b, out, -1.0f, 1.0f);
         test_fill(&seed, dz, rows * out, -1.0f, 1.0f);
         const mlp_work space = {work, ws};
-        mlp_dense_forward(rows, in, out, x, w, b, z, space);
+        mlp_dense_forward(rows, in, out, x, w, b, z, NULL, space);
         mlp_dense_grad_params(rows, in, out, dz, x, dw, db, space);
-        mlp_dense_grad_input(rows, in, out, dz, w, dx, space);
+        mlp_dense_grad_input(rows, in, out, dz, w, dx, NULL, space);
         double tol = 1e-6 * (double)(in + out + rows);
         for (size_t r = 0; r < rows; r++)
             for (size_t o = 0; o < out; o++) {
@@ -184,12 +184,134 @@ static void test_dense_products_match_reference_on_every_route(void **state)
     }
 }
 
+/* The activations the kernels apply as they finish each tile give exactly
+ * what the activation's vtable gives on the finished product, forward and
+ * backward, for every kernel version, on a column range that starts
+ * inside the matrix as a thread's share does, and on every route of the
+ * dense products. */
+static const struct {
+    mlp_fused kind;
+    const mlp_activation *act;
+} fused_kinds[] = {{MLP_FUSED_IDENTITY, &mlp_identity},
+                   {MLP_FUSED_RELU, &mlp_relu},
+                   {MLP_FUSED_LEAKY_RELU, &mlp_leaky_relu},
+                   {MLP_FUSED_SIGMOID, &mlp_sigmoid},
+                   {MLP_FUSED_TANH, &mlp_tanh}};
+
+static void assert_same_floats(const float *got, const float *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        assert_memory_equal(&got[i], &want[i], sizeof(float));
+}
+
+static void test_gemm_epilogue_equals_vtable_for_every_version(void **state)
+{
+    (void)state;
+    const size_t m = 70, n = 100, k = 300, col0 = 33; /* edge tiles; two k-slices */
+    uint64_t seed = 7;
+    float *a = malloc(m * k * sizeof *a), *b = malloc(k * n * sizeof *b);
+    float *c = malloc(m * n * sizeof *c), *out = malloc(m * n * sizeof *out);
+    float *z = malloc(m * n * sizeof *z), *act = malloc(m * n * sizeof *act);
+    float *want = malloc(m * n * sizeof *want);
+    assert_true(a && b && c && out && z && act && want);
+    test_fill(&seed, a, m * k, -1.0f, 1.0f);
+    test_fill(&seed, b, k * n, -1.0f, 1.0f);
+    test_fill(&seed, z, m * n, -2.0f, 2.0f);
+    const mlp_matrix am = {a, k, 1}, part = {b + col0, n, 1};
+    for (size_t v = 0; v < sizeof versions / sizeof versions[0]; v++) {
+        if (!runnable(&versions[v]))
+            continue;
+        float *work = malloc(versions[v].workspace(n) * sizeof *work);
+        assert_non_null(work);
+        for (size_t f = 0; f < sizeof fused_kinds / sizeof fused_kinds[0]; f++) {
+            const mlp_activation *vt = fused_kinds[f].act;
+            vt->forward(vt, m, n, z, act); /* a backward's saved a */
+            /* forward: out = f(C) on columns [col0, n) */
+            memset(out, 0, m * n * sizeof *out);
+            mlp_epilogue fwd = {fused_kinds[f].kind, 0, out, NULL, NULL, n};
+            versions[v].gemm(m, n - col0, k, &am, &part, c + col0, n, 0, &fwd, col0, work);
+            memset(want, 0, m * n * sizeof *want);
+            for (size_t r = 0; r < m; r++)
+                vt->forward(vt, 1, n - col0, c + r * n + col0, want + r * n + col0);
+            assert_same_floats(out, want, m * n);
+            /* backward: C = C f'(z), in place */
+            versions[v].gemm(m, n, k, &am, &(mlp_matrix){b, n, 1}, want, n, 0, NULL, 0, work);
+            vt->backward(vt, m, n, z, act, want, out);
+            mlp_epilogue bwd = {fused_kinds[f].kind, 1, NULL, z, act, n};
+            versions[v].gemm(m, n, k, &am, &(mlp_matrix){b, n, 1}, c, n, 0, &bwd, 0, work);
+            assert_same_floats(c, out, m * n);
+        }
+        free(work);
+    }
+    free(a);
+    free(b);
+    free(c);
+    free(out);
+    free(z);
+    free(act);
+    free(want);
+}
+
+static void test_dense_epilogue_equals_vtable_on_every_route(void **state)
+{
+    (void)state;
+    const size_t shapes[][3] = {{4, 8, 8}, {1, 300, 40}, {64, 130, 70}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        size_t rows = shapes[s][0], in = shapes[s][1], out = shapes[s][2];
+        uint64_t seed = 90 + s;
+        float *x = malloc(rows * in * sizeof *x), *w = malloc(out * in * sizeof *w);
+        float *b = malloc(out * sizeof *b), *z = malloc(rows * out * sizeof *z);
+        float *a = malloc(rows * out * sizeof *a), *want = malloc(rows * out * sizeof *want);
+        float *dz = malloc(rows * out * sizeof *dz), *dx = malloc(rows * in * sizeof *dx);
+        float *prev_z = malloc(rows * in * sizeof *prev_z);
+        float *prev_a = malloc(rows * in * sizeof *prev_a);
+        float *want_dx = malloc(rows * in * sizeof *want_dx);
+        size_t ws = mlp_dense_workspace(rows, in, out);
+        float *work = malloc((ws ? ws : 1) * sizeof *work);
+        assert_true(x && w && b && z && a && want && dz && dx && prev_z && prev_a && want_dx &&
+                    work);
+        test_fill(&seed, x, rows * in, -1.0f, 1.0f);
+        test_fill(&seed, w, out * in, -1.0f, 1.0f);
+        test_fill(&seed, b, out, -1.0f, 1.0f);
+        test_fill(&seed, dz, rows * out, -1.0f, 1.0f);
+        test_fill(&seed, prev_z, rows * in, -2.0f, 2.0f);
+        const mlp_work space = {work, ws};
+        for (size_t f = 0; f < sizeof fused_kinds / sizeof fused_kinds[0]; f++) {
+            const mlp_activation *vt = fused_kinds[f].act;
+            mlp_epilogue fwd = {fused_kinds[f].kind, 0, a, NULL, NULL, out};
+            mlp_dense_forward(rows, in, out, x, w, b, z, &fwd, space);
+            vt->forward(vt, rows, out, z, want);
+            assert_same_floats(a, want, rows * out);
+            vt->forward(vt, rows, in, prev_z, prev_a);
+            mlp_dense_grad_input(rows, in, out, dz, w, dx, NULL, space);
+            vt->backward(vt, rows, in, prev_z, prev_a, dx, want_dx);
+            mlp_epilogue bwd = {fused_kinds[f].kind, 1, NULL, prev_z, prev_a, in};
+            mlp_dense_grad_input(rows, in, out, dz, w, dx, &bwd, space);
+            assert_same_floats(dx, want_dx, rows * in);
+        }
+        free(x);
+        free(w);
+        free(b);
+        free(z);
+        free(a);
+        free(want);
+        free(dz);
+        free(dx);
+        free(prev_z);
+        free(prev_a);
+        free(want_dx);
+        free(work);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_matches_reference_for_every_version),
         cmocka_unit_test(test_gemv_matches_reference_for_every_version),
         cmocka_unit_test(test_dense_products_match_reference_on_every_route),
+        cmocka_unit_test(test_gemm_epilogue_equals_vtable_for_every_version),
+        cmocka_unit_test(test_dense_epilogue_equals_vtable_on_every_route),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
