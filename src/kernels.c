@@ -24,7 +24,7 @@
  * width (8, 16, 32) so only the last block has edge tiles. Each element is
  * still summed over k in the same order as on one thread: results do not
  * depend on the number of threads. */
-#define COLUMN_BLOCK 64
+#define COLUMN_BLOCK 32
 
 typedef struct kernel_set {
     size_t (*workspace)(size_t n);

@@ -155,16 +155,17 @@ static step_rule make_rule(const mlp *net, const mlp_optimizer *opt, uint64_t t)
 
 /* One pass of the update rule of mlp.h over all parameters. Returns
  * nonzero if any new weight or moment would be NaN or Inf, and by mode (a
- * constant in each caller) stores nothing (CHECK), stores in place (STORE),
- * or writes the new values to wo, mo, vo (INTO). keep is 1, or 0 to read
+ * constant in each caller) stores nothing (CHECK), stores in place and
+ * clears the gradients (STORE: no separate pass over them), or writes the
+ * new values to wo, mo, vo (INTO). keep is 1, or 0 to read
  * the moments as zero for a kind's first step (stored moments are always
  * finite, so keep * m is exactly 0). One branch-free loop per kind, so
  * each vectorises. */
 enum { CHECK, STORE, INTO };
 static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *restrict w,
-                                       float *restrict m, float *restrict v,
-                                       const float *restrict grads, float keep, const int mode,
-                                       float *restrict wo, float *restrict mo, float *restrict vo)
+                                       float *restrict m, float *restrict v, float *restrict grads,
+                                       float keep, const int mode, float *restrict wo,
+                                       float *restrict mo, float *restrict vo)
 {
     int bad = 0;
     switch (r->kind) {
@@ -173,7 +174,7 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
             float g = grads[i] * r->scale + r->wd * w[i];
             float wi = w[i] - r->lr * g;
             if (mode == STORE)
-                w[i] = wi;
+                w[i] = wi, grads[i] = 0.0f;
             else if (mode == INTO)
                 wo[i] = wi;
             bad |= mlp_nonfinite(wi);
@@ -185,7 +186,7 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
             float mi = r->mu * (keep * m[i]) + g;
             float wi = w[i] - r->lr * mi;
             if (mode == STORE)
-                w[i] = wi, m[i] = mi;
+                w[i] = wi, m[i] = mi, grads[i] = 0.0f;
             else if (mode == INTO)
                 wo[i] = wi, mo[i] = mi;
             bad |= mlp_nonfinite(wi) | mlp_nonfinite(mi);
@@ -197,7 +198,7 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
             float mi = r->mu * (keep * m[i]) + g;
             float wi = w[i] - r->lr * (g + r->mu * mi);
             if (mode == STORE)
-                w[i] = wi, m[i] = mi;
+                w[i] = wi, m[i] = mi, grads[i] = 0.0f;
             else if (mode == INTO)
                 wo[i] = wi, mo[i] = mi;
             bad |= mlp_nonfinite(wi) | mlp_nonfinite(mi);
@@ -209,7 +210,7 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
             float mi = r->rho * (keep * m[i]) + r->one_minus_rho * g * g;
             float wi = w[i] - r->lr * g / (sqrtf(mi) + r->eps);
             if (mode == STORE)
-                w[i] = wi, m[i] = mi;
+                w[i] = wi, m[i] = mi, grads[i] = 0.0f;
             else if (mode == INTO)
                 wo[i] = wi, mo[i] = mi;
             bad |= mlp_nonfinite(wi) | mlp_nonfinite(mi);
@@ -223,7 +224,7 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
             float vi = r->b2 * (keep * v[i]) + r->one_minus_b2 * g * g;
             float wi = w[i] * r->decay - r->lr_t * mi / (sqrtf(vi) * r->inv_sqrt_bc2 + r->eps);
             if (mode == STORE)
-                w[i] = wi, m[i] = mi, v[i] = vi;
+                w[i] = wi, m[i] = mi, v[i] = vi, grads[i] = 0.0f;
             else if (mode == INTO)
                 wo[i] = wi, mo[i] = mi, vo[i] = vi;
             bad |= mlp_nonfinite(wi) | mlp_nonfinite(mi) | mlp_nonfinite(vi);
@@ -234,20 +235,19 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
 }
 
 MLP_VECTOR_CLONES static int step_check(const step_rule *r, size_t n, float *w, float *m, float *v,
-                                        const float *grads, float keep)
+                                        float *grads, float keep)
 {
     return step_pass(r, n, w, m, v, grads, keep, CHECK, NULL, NULL, NULL);
 }
 
 MLP_VECTOR_CLONES static void step_store(const step_rule *r, size_t n, float *w, float *m, float *v,
-                                         const float *grads, float keep)
+                                         float *grads, float keep)
 {
     step_pass(r, n, w, m, v, grads, keep, STORE, NULL, NULL, NULL);
 }
 
 MLP_VECTOR_CLONES static int step_into(const step_rule *r, size_t n, float *w, float *m, float *v,
-                                       const float *grads, float keep, float *wo, float *mo,
-                                       float *vo)
+                                       float *grads, float keep, float *wo, float *mo, float *vo)
 {
     return step_pass(r, n, w, m, v, grads, keep, INTO, wo, mo, vo);
 }
@@ -268,6 +268,7 @@ static int step_small(mlp *net, const step_rule *rule, float keep)
         memcpy(net->moment1, mo, bytes);
     if (net->moment2 && (rule->kind == MLP_OPT_ADAM || rule->kind == MLP_OPT_ADAMW))
         memcpy(net->moment2, vo, bytes);
+    memset(net->grads, 0, bytes);
     return 0;
 }
 
@@ -335,5 +336,6 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
     net->opt_kind = (int)opt->kind;
     net->opt_steps = t;
     net->forward_pending = false;
-    return mlp_zero_grad(net);
+    net->grads_pending = false; /* and the gradients are zero again */
+    return MLP_OK;
 }
