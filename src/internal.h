@@ -112,15 +112,6 @@ int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, 
 /* Moment buffers an optimizer kind keeps (0, 1 or 2). */
 int mlp_moments_needed(int kind);
 
-/* 1 if x is NaN or Inf: its exponent bits all set. Integer work, so loops
- * that use it vectorise without reassociating any float arithmetic. */
-static inline int mlp_nonfinite(float x)
-{
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    return (bits & 0x7f800000u) == 0x7f800000u;
-}
-
 /* Whether every value is finite; a few values inline (a tiny network's
  * forward checks its inputs and outputs), more vectorised. */
 bool mlp_all_finite_wide(const float *v, size_t n);

@@ -104,18 +104,26 @@ static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_ma
     threads = threads < blocks ? threads : blocks;
     if (threads > 1 && m * n * k >= PARALLEL_MADDS) {
         size_t width = (blocks + threads - 1) / threads * COLUMN_BLOCK;
+        int bad = 0;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads((int)threads) schedule(static, 1)
+#pragma omp parallel for num_threads((int)threads) schedule(static, 1) reduction(| : bad)
 #endif
         for (size_t t = 0; t < threads; t++) {
             size_t j0 = t * width, j1 = j0 + width < n ? j0 + width : n;
+            /* Each thread's epilogue reports into its own flag. */
+            int mine = 0;
+            mlp_epilogue own = epi ? *epi : (mlp_epilogue){0};
+            own.nonfinite = epi && epi->nonfinite ? &mine : NULL;
             if (j0 < j1) {
                 const mlp_matrix part = {b->data + j0 * b->col_stride, b->row_stride,
                                          b->col_stride};
-                ks->gemm(m, j1 - j0, k, a, &part, c + j0, ldc, add, epi, j0,
+                ks->gemm(m, j1 - j0, k, a, &part, c + j0, ldc, add, epi ? &own : NULL, j0,
                          work.data + t * per_thread);
             }
+            bad |= mine;
         }
+        if (bad)
+            *epi->nonfinite = 1;
         return;
     }
     ks->gemm(m, n, k, a, b, c, ldc, add, epi, 0, work.data);
@@ -147,8 +155,17 @@ void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const
         mlp_epilogue_block(epi, 0, 0, rows, out, z, out);
 }
 
-void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
-                           float *dw, float *db, mlp_work work)
+/* 1 if any of the n values is NaN or Inf. */
+static int any_nonfinite(const float *v, size_t n)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad |= mlp_nonfinite(v[i]);
+    return bad;
+}
+
+int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
+                          float *dw, float *db, mlp_work work)
 {
     if (rows == 1) { /* an outer product: written, not accumulated */
         for (size_t o = 0; o < out; o++) {
@@ -156,16 +173,19 @@ void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, 
             for (size_t i = 0; i < in; i++)
                 dw[o * in + i] = dz[o] * x[i];
         }
-        return;
+        return any_nonfinite(dw, out * in) | any_nonfinite(db, out);
     }
     memset(db, 0, out * sizeof *db);
     for (size_t r = 0; r < rows; r++)
         for (size_t o = 0; o < out; o++)
             db[o] += dz[r * out + o];
+    int bad = any_nonfinite(db, out);
     if (use_gemm(rows, in, out)) {
+        /* dW checked tile by tile, on the thread that computed it. */
+        const mlp_epilogue check = {MLP_FUSED_NONE, 0, NULL, NULL, NULL, 0, &bad};
         const mlp_matrix dzt = {dz, 1, out}, xm = {x, in, 1}; /* dz^T: (out, rows) */
-        gemm(out, in, rows, &dzt, &xm, dw, in, 0, NULL, work);
-        return;
+        gemm(out, in, rows, &dzt, &xm, dw, in, 0, &check, work);
+        return bad;
     }
     memset(dw, 0, out * in * sizeof *dw);
     for (size_t r = 0; r < rows; r++) {
@@ -177,6 +197,7 @@ void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, 
                 dwo[i] += g * xr[i];
         }
     }
+    return bad | any_nonfinite(dw, out * in);
 }
 
 void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, const float *w,

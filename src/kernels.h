@@ -7,6 +7,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 /* The built-in element-wise activations, which the kernels apply to a
  * product as they finish each block of it (while it is in the L1 cache,
@@ -34,18 +36,31 @@ static inline float mlp_sigmoidf(float z)
     return e / (1.0f + e);
 }
 
+/* 1 if x is NaN or Inf: its exponent bits all set. Integer work, so loops
+ * that use it vectorise without reassociating any float arithmetic. */
+static inline int mlp_nonfinite(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return (bits & 0x7f800000u) == 0x7f800000u;
+}
+
 /* What a product does with its result C (rows x cols, leading dimension
- * ldc) as each block of it is finished, for an activation of kind kind:
+ * ldc) as each block of it is finished, for an activation of kind kind
+ * (MLP_FUSED_NONE: none):
  *   forward:  out = f(C);
  *   backward: C = C * f'(z), in place: C holds dL/da, and becomes dL/dz;
  *             z and a are the activation's input and output.
- * out, z and a have leading dimension ld. A NULL epilogue does nothing. */
+ * out, z and a have leading dimension ld. Then, if nonfinite is not NULL,
+ * *nonfinite is set to 1 if C holds a NaN or Inf (and left alone if not),
+ * while C is in the cache. A NULL epilogue does nothing. */
 typedef struct mlp_epilogue {
     mlp_fused kind;
     int backward;
     float *out;
     const float *z, *a;
     size_t ld;
+    int *nonfinite;
 } mlp_epilogue;
 
 /* The epilogue on rows [r0, r0 + rows) x columns [c0, c0 + cols) of C,
@@ -54,10 +69,11 @@ typedef struct mlp_epilogue {
 static inline void mlp_epilogue_block(const mlp_epilogue *e, size_t r0, size_t c0, size_t rows,
                                       size_t cols, float *c, size_t ldc)
 {
+    int bad = 0;
     for (size_t r = 0; r < rows; r++) {
         float *cr = c + r * ldc;
         size_t at = (r0 + r) * e->ld + c0;
-        if (!e->backward) {
+        if (e->kind != MLP_FUSED_NONE && !e->backward) {
             float *out = e->out + at;
             switch (e->kind) {
             case MLP_FUSED_RELU:
@@ -81,29 +97,34 @@ static inline void mlp_epilogue_block(const mlp_epilogue *e, size_t r0, size_t c
                     out[j] = cr[j];
                 break;
             }
-            continue;
+        } else if (e->kind != MLP_FUSED_NONE) {
+            const float *z = e->z + at, *a = e->a + at;
+            switch (e->kind) {
+            case MLP_FUSED_RELU:
+                for (size_t j = 0; j < cols; j++)
+                    cr[j] = z[j] > 0.0f ? cr[j] : 0.0f;
+                break;
+            case MLP_FUSED_LEAKY_RELU:
+                for (size_t j = 0; j < cols; j++)
+                    cr[j] = z[j] > 0.0f ? cr[j] : MLP_LEAKY_SLOPE * cr[j];
+                break;
+            case MLP_FUSED_SIGMOID:
+                for (size_t j = 0; j < cols; j++)
+                    cr[j] = cr[j] * a[j] * (1.0f - a[j]);
+                break;
+            case MLP_FUSED_TANH:
+                for (size_t j = 0; j < cols; j++)
+                    cr[j] = cr[j] * (1.0f - a[j]) * (1.0f + a[j]);
+                break;
+            default: break;
+            }
         }
-        const float *z = e->z + at, *a = e->a + at;
-        switch (e->kind) {
-        case MLP_FUSED_RELU:
+        if (e->nonfinite)
             for (size_t j = 0; j < cols; j++)
-                cr[j] = z[j] > 0.0f ? cr[j] : 0.0f;
-            break;
-        case MLP_FUSED_LEAKY_RELU:
-            for (size_t j = 0; j < cols; j++)
-                cr[j] = z[j] > 0.0f ? cr[j] : MLP_LEAKY_SLOPE * cr[j];
-            break;
-        case MLP_FUSED_SIGMOID:
-            for (size_t j = 0; j < cols; j++)
-                cr[j] = cr[j] * a[j] * (1.0f - a[j]);
-            break;
-        case MLP_FUSED_TANH:
-            for (size_t j = 0; j < cols; j++)
-                cr[j] = cr[j] * (1.0f - a[j]) * (1.0f + a[j]);
-            break;
-        default: break;
-        }
+                bad |= mlp_nonfinite(cr[j]);
     }
+    if (bad)
+        *e->nonfinite = 1;
 }
 
 /* Scratch memory for the products: packing buffers, one set per thread. */
@@ -123,10 +144,11 @@ size_t mlp_dense_workspace(size_t rows, size_t in, size_t out);
 void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const float *w,
                        const float *b, float *z, const mlp_epilogue *epi, mlp_work work);
 
-/* dW = dz^T x, db = column sums of dz (both overwritten).
+/* dW = dz^T x, db = column sums of dz (both overwritten); returns nonzero
+ * if either holds a NaN or Inf (checked as they are computed).
  * dz: (rows, out), x: (rows, in), dW: (out, in), db: (out). */
-void mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
-                           float *dw, float *db, mlp_work work);
+int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
+                          float *dw, float *db, mlp_work work);
 
 /* dx = dz W, then the epilogue (NULL: none) on dx.
  * dz: (rows, out), W: (out, in), dx: (rows, in). */

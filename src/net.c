@@ -80,6 +80,8 @@ bool mlp_all_finite_wide(const float *v, size_t n)
     if (n >= 65536)
         ranges = (size_t)omp_get_max_threads();
 #endif
+    if (ranges == 1) /* no parallel region to enter and leave */
+        return all_finite(v, n);
     size_t width = (n + ranges - 1) / ranges;
     int bad = 0;
 #ifdef _OPENMP
@@ -295,7 +297,7 @@ static void layer_forward(const mlp *net, const mlp_dense *d, size_t rows, const
         return;
     }
     /* A built-in activation runs in the product's epilogue. */
-    const mlp_epilogue fused = {d->fused, 0, a, NULL, NULL, d->units};
+    const mlp_epilogue fused = {d->fused, 0, a, NULL, NULL, d->units, NULL};
     mlp_dense_forward(rows, d->fan_in, d->units, x, net->params + d->w_offset,
                       net->params + d->b_offset, z, d->fused ? &fused : NULL, work);
     if (!d->fused)
@@ -390,16 +392,15 @@ static int backprop(mlp *net, float *dest)
             continue;
         }
         /* dz: (batch, units); in: (batch, fan_in) */
-        mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
-                              dest + d->b_offset, net->kernel_work);
-        /* The layer's W and b, one after the other. */
-        bad |= !mlp_all_finite(dest + d->w_offset, d->units * (d->fan_in + 1));
+        bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
+                                     dest + d->b_offset, net->kernel_work);
         if (!prev)
             break;
         /* spare: (batch, fan_in) = dL/d(prev a), then through prev's
          * activation: in the product's epilogue, in place, for a built-in
          * one, so spare holds the next dz; else by its vtable into dz. */
-        const mlp_epilogue fused = {prev->fused, 1, NULL, cached_z(net, prev), in, prev->units};
+        const mlp_epilogue fused = {prev->fused, 1,           NULL, cached_z(net, prev),
+                                    in,          prev->units, NULL};
         mlp_dense_grad_input(batch, d->fan_in, d->units, dz, net->params + d->w_offset, spare,
                              prev->fused ? &fused : NULL, net->kernel_work);
         if (prev->fused) {

@@ -228,7 +228,7 @@ static void test_gemm_epilogue_equals_vtable_for_every_version(void **state)
             vt->forward(vt, m, n, z, act); /* a backward's saved a */
             /* forward: out = f(C) on columns [col0, n) */
             memset(out, 0, m * n * sizeof *out);
-            mlp_epilogue fwd = {fused_kinds[f].kind, 0, out, NULL, NULL, n};
+            mlp_epilogue fwd = {fused_kinds[f].kind, 0, out, NULL, NULL, n, NULL};
             versions[v].gemm(m, n - col0, k, &am, &part, c + col0, n, 0, &fwd, col0, work);
             memset(want, 0, m * n * sizeof *want);
             for (size_t r = 0; r < m; r++)
@@ -237,7 +237,7 @@ static void test_gemm_epilogue_equals_vtable_for_every_version(void **state)
             /* backward: C = C f'(z), in place */
             versions[v].gemm(m, n, k, &am, &(mlp_matrix){b, n, 1}, want, n, 0, NULL, 0, work);
             vt->backward(vt, m, n, z, act, want, out);
-            mlp_epilogue bwd = {fused_kinds[f].kind, 1, NULL, z, act, n};
+            mlp_epilogue bwd = {fused_kinds[f].kind, 1, NULL, z, act, n, NULL};
             versions[v].gemm(m, n, k, &am, &(mlp_matrix){b, n, 1}, c, n, 0, &bwd, 0, work);
             assert_same_floats(c, out, m * n);
         }
@@ -278,14 +278,14 @@ static void test_dense_epilogue_equals_vtable_on_every_route(void **state)
         const mlp_work space = {work, ws};
         for (size_t f = 0; f < sizeof fused_kinds / sizeof fused_kinds[0]; f++) {
             const mlp_activation *vt = fused_kinds[f].act;
-            mlp_epilogue fwd = {fused_kinds[f].kind, 0, a, NULL, NULL, out};
+            mlp_epilogue fwd = {fused_kinds[f].kind, 0, a, NULL, NULL, out, NULL};
             mlp_dense_forward(rows, in, out, x, w, b, z, &fwd, space);
             vt->forward(vt, rows, out, z, want);
             assert_same_floats(a, want, rows * out);
             vt->forward(vt, rows, in, prev_z, prev_a);
             mlp_dense_grad_input(rows, in, out, dz, w, dx, NULL, space);
             vt->backward(vt, rows, in, prev_z, prev_a, dx, want_dx);
-            mlp_epilogue bwd = {fused_kinds[f].kind, 1, NULL, prev_z, prev_a, in};
+            mlp_epilogue bwd = {fused_kinds[f].kind, 1, NULL, prev_z, prev_a, in, NULL};
             mlp_dense_grad_input(rows, in, out, dz, w, dx, &bwd, space);
             assert_same_floats(dx, want_dx, rows * in);
         }
