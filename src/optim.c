@@ -276,33 +276,49 @@ static int step_small(mlp *net, const step_rule *rule, float keep)
  * each element is updated on its own, so the result is the same. */
 #define PARALLEL_PARAMS 65536
 
-/* step_check (store false) or step_store over all parameters, in one
- * contiguous range per thread; returns the OR of the checks. */
-static int step_all(mlp *net, const step_rule *rule, float keep, bool store)
+/* A moment buffer from parameter lo on; a kind that does not use it may
+ * have none (NULL), and NULL takes no offset. */
+static float *from(float *moment, size_t lo)
 {
-    size_t n = net->n_params, ranges = 1;
+    return moment ? moment + lo : NULL;
+}
+
+/* The two passes over all parameters, all or nothing: returns nonzero,
+ * having stored nothing, if any new value would not be finite. With
+ * threads, in one parallel region: each checks its contiguous range, they
+ * meet at a barrier, and each stores its range if no range failed. */
+static int step_all(mlp *net, const step_rule *rule, float keep)
+{
+    size_t n = net->n_params;
+    float *w = net->params, *m = net->moment1, *v = net->moment2, *g = net->grads;
 #ifdef _OPENMP
-    if (n >= PARALLEL_PARAMS)
-        ranges = (size_t)omp_get_max_threads();
-#endif
-    size_t width = (n + ranges - 1) / ranges;
-    int bad = 0;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads((int)ranges) schedule(static, 1) reduction(| : bad)
-#endif
-    for (size_t t = 0; t < ranges; t++) {
-        size_t lo = t * width, len = lo < n ? (n - lo < width ? n - lo : width) : 0;
-        if (len == 0)
-            continue;
-        /* Moment buffers a kind does not use may be NULL: no offset on them. */
-        float *w = net->params + lo, *m = net->moment1 ? net->moment1 + lo : NULL;
-        float *v = net->moment2 ? net->moment2 + lo : NULL;
-        if (store)
-            step_store(rule, len, w, m, v, net->grads + lo, keep);
-        else
-            bad |= step_check(rule, len, w, m, v, net->grads + lo, keep);
+    if (n >= PARALLEL_PARAMS && omp_get_max_threads() > 1) {
+        int bad = 0;
+#pragma omp parallel
+        {
+            size_t t = (size_t)omp_get_thread_num(), ranges = (size_t)omp_get_num_threads();
+            size_t width = (n + ranges - 1) / ranges, lo = t * width;
+            size_t len = lo < n ? (n - lo < width ? n - lo : width) : 0;
+            int mine =
+                len ? step_check(rule, len, w + lo, from(m, lo), from(v, lo), g + lo, keep) : 0;
+            if (mine) {
+#pragma omp atomic
+                bad |= mine;
+            }
+#pragma omp barrier
+            int any;
+#pragma omp atomic read
+            any = bad;
+            if (!any && len)
+                step_store(rule, len, w + lo, from(m, lo), from(v, lo), g + lo, keep);
+        }
+        return bad;
     }
-    return bad;
+#endif
+    if (step_check(rule, n, w, m, v, g, keep))
+        return 1;
+    step_store(rule, n, w, m, v, g, keep);
+    return 0;
 }
 
 mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
@@ -329,9 +345,8 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
         if (step_small(net, &rule, keep))
             return MLP_ERR_NONFINITE;
     } else {
-        if (step_all(net, &rule, keep, false))
+        if (step_all(net, &rule, keep))
             return MLP_ERR_NONFINITE;
-        step_all(net, &rule, keep, true);
     }
     net->opt_kind = (int)opt->kind;
     net->opt_steps = t;
