@@ -60,28 +60,33 @@ void mlp_dealloc(const mlp_allocator *al, void *ptr)
         al->free(al->opaque, ptr);
 }
 
-MLP_VECTOR_CLONES static bool all_finite(const float *v, size_t n)
+/* Whether v holds only finite values, also copying it to dst unless dst
+ * is NULL: the check and the copy of a batch's inputs in one pass. */
+MLP_VECTOR_CLONES static bool copy_finite(float *restrict dst, const float *restrict v, size_t n)
 {
     /* x - x is 0 for finite x and NaN otherwise; OR-ing the comparisons
      * keeps the loop branch-free and vectorisable. */
     int bad = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         bad |= v[i] - v[i] != 0.0f;
+        if (dst)
+            dst[i] = v[i];
+    }
     return !bad;
 }
 
-/* The clones are resolved inside this file: clang wants a multiversioned
- * function's first declaration to carry the attribute. Long arrays (the
- * gradients) are split among OpenMP threads when there are any. */
-bool mlp_all_finite_wide(const float *v, size_t n)
+/* copy_finite, split among OpenMP threads when there are any and n is
+ * large. The clones are resolved inside this file: clang wants a
+ * multiversioned function's first declaration to carry the attribute. */
+static bool copy_finite_wide(float *dst, const float *v, size_t n)
 {
     size_t ranges = 1;
 #ifdef _OPENMP
-    if (n >= 65536)
+    if (n >= 32768)
         ranges = (size_t)omp_get_max_threads();
 #endif
     if (ranges == 1) /* no parallel region to enter and leave */
-        return all_finite(v, n);
+        return copy_finite(dst, v, n);
     size_t width = (n + ranges - 1) / ranges;
     int bad = 0;
 #ifdef _OPENMP
@@ -90,9 +95,14 @@ bool mlp_all_finite_wide(const float *v, size_t n)
     for (size_t t = 0; t < ranges; t++) {
         size_t lo = t * width;
         if (lo < n)
-            bad |= !all_finite(v + lo, n - lo < width ? n - lo : width);
+            bad |= !copy_finite(dst ? dst + lo : NULL, v + lo, n - lo < width ? n - lo : width);
     }
     return !bad;
+}
+
+bool mlp_all_finite_wide(const float *v, size_t n)
+{
+    return copy_finite_wide(NULL, v, n);
 }
 
 /* ---- creation ---------------------------------------------------------- */
@@ -338,6 +348,17 @@ static float *cached_a(const mlp *net, const mlp_dense *d)
     return net->a_cache + net->batch * d->z_offset;
 }
 
+/* Copies x into the cache for backward and returns whether it is all
+ * finite, checked as it is copied (the cache is scratch until a forward
+ * succeeds); a few values inline, for tiny networks. */
+static bool take_inputs(mlp *net, const float *x, size_t n)
+{
+    if (n > 8)
+        return copy_finite_wide(net->x_cache, x, n);
+    copy_floats(net->x_cache, x, n);
+    return mlp_all_finite(x, n);
+}
+
 mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
 {
     if (!net)
@@ -345,14 +366,13 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
     net->forward_pending = false; /* on any error, as documented */
     if (!x || !mlp_batch_ok(net, batch))
         return MLP_ERR_INVALID;
-    if (!mlp_all_finite(x, batch * net->inputs))
-        return MLP_ERR_NONFINITE;
     mlp_status st = reserve_cache(net, batch);
     if (st != MLP_OK)
         return st;
+    if (!take_inputs(net, x, batch * net->inputs))
+        return MLP_ERR_NONFINITE;
 
     net->batch = batch;
-    copy_floats(net->x_cache, x, batch * net->inputs);
     const float *in = x;                        /* the same values; not read back from the copy */
     float *z = net->z_cache, *a = net->a_cache; /* as cached_z and cached_a */
     size_t n_out = 0;
