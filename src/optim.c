@@ -276,12 +276,14 @@ static int step_small(mlp *net, const step_rule *rule, float keep)
  * each element is updated on its own, so the result is the same. */
 #define PARALLEL_PARAMS 65536
 
+#ifdef _OPENMP
 /* A moment buffer from parameter lo on; a kind that does not use it may
  * have none (NULL), and NULL takes no offset. */
 static float *from(float *moment, size_t lo)
 {
     return moment ? moment + lo : NULL;
 }
+#endif
 
 /* The two passes over all parameters, all or nothing: returns nonzero,
  * having stored nothing, if any new value would not be finite. With
