@@ -71,12 +71,18 @@ size_t mlp_dense_workspace(size_t rows, size_t in, size_t out)
 }
 
 #ifdef MLP_HAVE_CBLAS
-/* An operand as CBLAS sees it: row-major, transposed if its rows are the
- * unit stride. The layer products always have one unit stride. */
-static enum CBLAS_TRANSPOSE blas_op(const mlp_matrix *x, int *ld)
+/* An operand of rows x cols as CBLAS sees it: row-major, transposed if its
+ * rows are the unit stride. The layer products always have one unit
+ * stride; a single row or column may have two, and then the stride that
+ * does not matter must still satisfy CBLAS (ld >= the row's length). */
+static enum CBLAS_TRANSPOSE blas_op(const mlp_matrix *x, size_t rows, size_t cols, int *ld)
 {
-    *ld = (int)(x->col_stride == 1 ? x->row_stride : x->col_stride);
-    return x->col_stride == 1 ? CblasNoTrans : CblasTrans;
+    if (x->col_stride == 1) {
+        *ld = (int)(rows > 1 ? x->row_stride : cols);
+        return CblasNoTrans;
+    }
+    *ld = (int)(cols > 1 ? x->col_stride : rows);
+    return CblasTrans;
 }
 #endif
 
@@ -89,7 +95,7 @@ static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_ma
 #ifdef MLP_HAVE_CBLAS
     /* Shapes are bounded by MLP_MAX_UNITS and MLP_MAX_BATCH: they fit int. */
     int lda, ldb;
-    enum CBLAS_TRANSPOSE op_a = blas_op(a, &lda), op_b = blas_op(b, &ldb);
+    enum CBLAS_TRANSPOSE op_a = blas_op(a, m, k, &lda), op_b = blas_op(b, k, n, &ldb);
     cblas_sgemm(CblasRowMajor, op_a, op_b, (int)m, (int)n, (int)k, 1.0f, a->data, lda, b->data, ldb,
                 add ? 1.0f : 0.0f, c, (int)ldc);
     if (epi)
