@@ -170,6 +170,17 @@ static int any_nonfinite(const float *v, size_t n)
     return bad;
 }
 
+/* max |v[i]| over finite values (NaN compares false and is skipped). */
+static float largest_magnitude(const float *v, size_t n)
+{
+    float most = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float m = fabsf(v[i]);
+        most = m > most ? m : most;
+    }
+    return most;
+}
+
 int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
                           float *dw, float *db, mlp_work work)
 {
@@ -179,7 +190,10 @@ int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, c
             for (size_t i = 0; i < in; i++)
                 dw[o * in + i] = dz[o] * x[i];
         }
-        return any_nonfinite(dw, out * in) | any_nonfinite(db, out);
+        /* Rounding is monotonic: every product is finite if the largest
+         * is, so in + out values are checked rather than in * out. */
+        return any_nonfinite(dz, out) | any_nonfinite(x, in) |
+               mlp_nonfinite(largest_magnitude(dz, out) * largest_magnitude(x, in));
     }
     memset(db, 0, out * sizeof *db);
     for (size_t r = 0; r < rows; r++)

@@ -304,6 +304,44 @@ static void test_dense_epilogue_equals_vtable_on_every_route(void **state)
     }
 }
 
+/* mlp_dense_grad_params says whether dW or db holds a NaN or Inf on each
+ * route (outer product at one row, direct loops, GEMM with the check in
+ * its epilogue): an overflowing product, a NaN input, and nothing wrong. */
+static void test_grad_params_reports_nonfinite_on_every_route(void **state)
+{
+    (void)state;
+    const size_t shapes[][3] = {{1, 2, 3}, {1, 300, 40}, {4, 8, 8}, {64, 130, 70}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        size_t rows = shapes[s][0], in = shapes[s][1], out = shapes[s][2];
+        uint64_t seed = 70 + s;
+        float *x = malloc(rows * in * sizeof *x), *dz = malloc(rows * out * sizeof *dz);
+        float *dw = malloc(out * in * sizeof *dw), *db = malloc(out * sizeof *db);
+        size_t ws = mlp_dense_workspace(rows, in, out);
+        float *work = malloc((ws ? ws : 1) * sizeof *work);
+        assert_true(x && dz && dw && db && work);
+        const mlp_work space = {work, ws};
+        for (int fault = 0; fault < 3; fault++) {
+            test_fill(&seed, x, rows * in, -1.0f, 1.0f);
+            test_fill(&seed, dz, rows * out, -1.0f, 1.0f);
+            size_t r = rows - 1, i = in / 2, o = out - 1; /* the last tile's corner */
+            if (fault == 1)                               /* 1e30 * 1e20 overflows float */
+                x[r * in + i] = 1e30f, dz[r * out + o] = 1e20f;
+            if (fault == 2)
+                dz[r * out + o] = NAN;
+            int bad = mlp_dense_grad_params(rows, in, out, dz, x, dw, db, space);
+            if (fault)
+                assert_int_not_equal(bad, 0);
+            else
+                assert_int_equal(bad, 0);
+        }
+        free(x);
+        free(dz);
+        free(dw);
+        free(db);
+        free(work);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +350,7 @@ int main(void)
         cmocka_unit_test(test_dense_products_match_reference_on_every_route),
         cmocka_unit_test(test_gemm_epilogue_equals_vtable_for_every_version),
         cmocka_unit_test(test_dense_epilogue_equals_vtable_on_every_route),
+        cmocka_unit_test(test_grad_params_reports_nonfinite_on_every_route),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
