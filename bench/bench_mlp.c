@@ -1,5 +1,6 @@
 /* libmlp's speed on the shapes people use, single thread:
  *   (a) a tiny 2-8-1 network, one sample: ns per forward and per train step;
+ *       the same for a few small in-H-H-out networks;
  *   (b) 784-256-128-10 (ReLU, ReLU, softmax + cross-entropy), batch 64:
  *       training samples/s with SGD and with Adam, inference samples/s at
  *       batch 1 and 256, and the GFLOP/s they imply;
@@ -84,6 +85,29 @@ static void tiny(void)
     printf("tiny_2_8_1_predict_ns %.1f ns\n", 1e9 * best_seconds(predict_only, &b));
     printf("tiny_2_8_1_train_step_ns %.1f ns\n", 1e9 * best_seconds(train_step, &b));
     mlp_free(net);
+}
+
+/* Small networks one sample at a time (the control-loop case): in-H-H-out,
+ * ReLU hidden layers, sigmoid outputs, binary cross-entropy, plain SGD. */
+static void small_shapes(void)
+{
+    const size_t shapes[4][3] = {{4, 16, 2}, {8, 32, 4}, {16, 64, 4}, {32, 128, 10}};
+    float *x = random_floats(32, 6), t[10] = {1.0f, 0.0f, 1.0f, 0.0f, 1.0f};
+    float y[10];
+    for (int s = 0; s < 4; s++) {
+        size_t in = shapes[s][0], h = shapes[s][1], out = shapes[s][2];
+        const mlp_layer layers[3] = {{h, &mlp_relu}, {h, &mlp_relu}, {out, &mlp_sigmoid}};
+        mlp_config cfg = {in, 3, layers, 1, MLP_INIT_AUTO, NULL};
+        mlp *net;
+        check(mlp_create(&net, &cfg), "create");
+        bench b = {net, 1, x, t, y, &mlp_bce, mlp_optimizer_default(MLP_OPT_SGD)};
+        printf("small_%zu_%zu_%zu_%zu_forward_ns %.1f ns\n", in, h, h, out,
+               1e9 * best_seconds(forward_only, &b));
+        printf("small_%zu_%zu_%zu_%zu_train_step_ns %.1f ns\n", in, h, h, out,
+               1e9 * best_seconds(train_step, &b));
+        mlp_free(net);
+    }
+    free(x);
 }
 
 static void mnist_shaped(void)
@@ -209,6 +233,7 @@ static void blas_roof(void)
 int main(void)
 {
     tiny();
+    small_shapes();
     mnist_shaped();
     scaling();
 #ifdef MLP_BENCH_CBLAS

@@ -1,5 +1,6 @@
 /* FANN on the shapes of bench_mlp, for bench/compare.sh: a 2-8-1 network
- * (forward and one-sample train step) and 784-256-128-10 (per-sample
+ * (forward and one-sample train step), the small in-H-H-out networks
+ * likewise, and 784-256-128-10 (per-sample
  * training, the only kind FANN has, and batch-1 inference). Hidden layers
  * use FANN_LINEAR_PIECE, FANN 2.2's closest to ReLU; outputs sigmoid.
  * Prints the same "name value unit" lines as bench_mlp. */
@@ -57,6 +58,21 @@ int main(void)
     printf("tiny_2_8_1_forward_ns %.1f ns\n", 1e9 * best_seconds(run, &tiny));
     printf("tiny_2_8_1_train_step_ns %.1f ns\n", 1e9 * best_seconds(train, &tiny));
     fann_destroy(tiny.ann);
+
+    const unsigned small[4][4] = {
+        {4, 16, 16, 2}, {8, 32, 32, 4}, {16, 64, 64, 4}, {32, 128, 128, 10}};
+    fann_type sx[32], st[10] = {1.0f, 0.0f, 1.0f, 0.0f, 1.0f};
+    for (int i = 0; i < 32; i++)
+        sx[i] = (fann_type)((i * 2654435761u) % 1000) / 1000.0f;
+    for (int s = 0; s < 4; s++) {
+        const unsigned *z = small[s];
+        bench b = {make(4, z), sx, st, 1, z[0], z[3]};
+        printf("small_%u_%u_%u_%u_forward_ns %.1f ns\n", z[0], z[1], z[2], z[3],
+               1e9 * best_seconds(run, &b));
+        printf("small_%u_%u_%u_%u_train_step_ns %.1f ns\n", z[0], z[1], z[2], z[3],
+               1e9 * best_seconds(train, &b));
+        fann_destroy(b.ann);
+    }
 
     const unsigned sizes[4] = {784, 256, 128, 10};
     bench big = {make(4, sizes),
