@@ -403,6 +403,7 @@ MLP_API mlp_status mlp_reset_optimizer(mlp *net);
  * call from many threads on one network (with a thread-safe allocator), as
  * long as no training call runs on it at the same time.
  * Small batches use the stack; larger ones allocate a workspace per call.
+ * y may overlap x (outputs written over the inputs).
  * Returns MLP_ERR_INVALID (NULL argument, batch 0 or > MLP_MAX_BATCH),
  * MLP_ERR_NONFINITE (x holds NaN/Inf: y is untouched; or an output
  * overflowed: y holds the outputs), MLP_ERR_NOMEM. */

@@ -366,6 +366,10 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
     net->forward_pending = false; /* on any error, as documented */
     if (!x || !mlp_batch_ok(net, batch))
         return MLP_ERR_INVALID;
+    /* Bad input is reported as such, before any allocation could fail;
+     * when the cache is big enough, the copy below checks it instead. */
+    if (batch > net->batch_capacity && !mlp_all_finite(x, batch * net->inputs))
+        return MLP_ERR_NONFINITE;
     mlp_status st = reserve_cache(net, batch);
     if (st != MLP_OK)
         return st;
@@ -543,12 +547,19 @@ const float *mlp_run_layers(const mlp *net, size_t batch, const float *x, mlp_wo
     const float *in = x;
     for (size_t l = 0; l < net->n_layers; l++) {
         const mlp_dense *d = &net->layers[l];
-        float *a = (l + 1 == net->n_layers && out) ? out : (in == ping ? pong : ping);
+        /* The output layer writes out directly, unless it is also the
+         * first: then out may be x, still being read as it is written. */
+        bool direct = l + 1 == net->n_layers && out && l > 0;
+        float *a = direct ? out : (in == ping ? pong : ping);
         layer_forward(net, d, batch, in, z, a, kernel);
         if (signs && kinked[l])
             for (size_t i = 0, n = batch * d->units; i < n; i++)
                 signs[batch * d->z_offset + i] = z[i] > 0.0f;
         in = a;
+    }
+    if (out && in != out) {
+        copy_floats(out, in, batch * net->layers[net->n_layers - 1].units);
+        in = out;
     }
     return in;
 }

@@ -457,6 +457,27 @@ static void test_forward_inf_input_is_nonfinite(void **state)
     assert_forward_refuses(-INFINITY, BATCH * INPUTS - 1);
 }
 
+/* A batch larger than any before needs a bigger cache: bad input is still
+ * reported as bad input when that allocation would fail, and allocates
+ * nothing (found by fuzz_train; tests/fuzz/regressions/train). */
+static void test_forward_nan_input_is_nonfinite_before_allocating(void **state)
+{
+    (void)state;
+    test_allocator al;
+    test_allocator_init(&al, 0);
+    const mlp_layer layers[1] = {{3, &mlp_relu}};
+    mlp_config cfg = {2, 1, layers, 1, MLP_INIT_AUTO, &al.base};
+    mlp *net;
+    assert_int_equal(mlp_create(&net, &cfg), MLP_OK);
+    float x[4] = {NAN, 1.0f, 2.0f, 3.0f};
+    al.fail_at = al.calls + 1; /* the next allocation fails */
+    long calls = al.calls;
+    assert_int_equal(mlp_forward(net, 2, x, NULL), MLP_ERR_NONFINITE);
+    assert_int_equal(al.calls, calls);
+    mlp_free(net);
+    assert_int_equal(al.live, 0);
+}
+
 static void test_forward_overflowing_output_is_nonfinite(void **state)
 {
     (void)state;
@@ -1452,6 +1473,7 @@ int main(void)
         cmocka_unit_test(test_forward_invalid_ends_pending_forward),
         cmocka_unit_test(test_forward_nan_input_is_nonfinite),
         cmocka_unit_test(test_forward_inf_input_is_nonfinite),
+        cmocka_unit_test(test_forward_nan_input_is_nonfinite_before_allocating),
         cmocka_unit_test(test_forward_overflowing_output_is_nonfinite),
         cmocka_unit_test(test_backward_null_net_is_invalid),
         cmocka_unit_test(test_backward_null_loss_is_invalid),
