@@ -6,10 +6,7 @@
 
 #include "kernels.h"
 
-#include <math.h>
 #include <stdbool.h>
-#include <stdint.h>
-#include <string.h>
 
 typedef struct mlp_dense {
     size_t fan_in, units;

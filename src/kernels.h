@@ -1,5 +1,6 @@
-/* The three products of a dense layer, on row-major buffers, and the
- * matrix kernels behind them. Summation order depends only on the shapes
+/* The three products of a dense layer, on row-major buffers, the matrix
+ * kernels behind them, and the element-wise work they do on each finished
+ * block (the epilogue: built-in activations and NaN/Inf checks). Summation order depends only on the shapes
  * (and the instruction set picked at run time), so results are
  * bit-identical from run to run on one machine. */
 #ifndef MLP_KERNELS_H
