@@ -99,12 +99,13 @@ void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, 
 
 /* One sample back through a small layer: dz (units) is dL/dz, x (fan_in)
  * the layer's input. Writes dW and db into grads (in the parameters'
- * layout); if prev (the layer before) is not NULL, also grad_a = dL/dx and
- * grad_z = dL/d(prev z) from prev_z and prev_a. grad_z may be dz. Returns
- * nonzero if dW or db holds a NaN or Inf. */
+ * layout); if prev (the layer before) is not NULL, also dx = dL/dx, taken
+ * on in place through prev's activation to dL/d(prev z) if it is a
+ * built-in one (prev->fused), from prev_z and prev_a. Returns nonzero if
+ * dW or db holds a NaN or Inf. */
 int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, const float *dz,
                        float *grads, const mlp_dense *prev, const float *prev_z,
-                       const float *prev_a, float *grad_a, float *grad_z);
+                       const float *prev_a, float *dx);
 
 /* Moment buffers an optimizer kind keeps (0, 1 or 2). */
 int mlp_moments_needed(int kind);

@@ -1,8 +1,8 @@
 /* The three products of a dense layer, on row-major buffers, the matrix
  * kernels behind them, and the element-wise work they do on each finished
- * block (the epilogue: built-in activations and NaN/Inf checks). Summation order depends only on the shapes
- * (and the instruction set picked at run time), so results are
- * bit-identical from run to run on one machine. */
+ * block (the epilogue: built-in activations and NaN/Inf checks). Summation order depends only on
+ * the shapes (and the instruction set picked at run time), so results are bit-identical from run to
+ * run on one machine. */
 #ifndef MLP_KERNELS_H
 #define MLP_KERNELS_H
 

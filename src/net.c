@@ -410,29 +410,28 @@ static int backprop(mlp *net, float *dest)
         const mlp_dense *d = &net->layers[l];
         const mlp_dense *prev = l > 0 ? &net->layers[l - 1] : NULL;
         const float *in = prev ? cached_a(net, prev) : net->x_cache;
+        const float *prev_z = prev ? cached_z(net, prev) : NULL;
+        /* spare (batch, fan_in) = dL/d(prev a), taken on through prev's
+         * activation in place when it is a built-in one: by the tiny path,
+         * or in the product's epilogue. */
         if (mlp_small_layer(d, batch)) {
-            bad |= mlp_small_backward(d, net->params, in, dz, dest, prev,
-                                      prev ? cached_z(net, prev) : NULL, in, spare, dz);
-            continue;
+            bad |= mlp_small_backward(d, net->params, in, dz, dest, prev, prev_z, in, spare);
+        } else {
+            bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
+                                         dest + d->b_offset, net->kernel_work);
+            if (prev) {
+                const mlp_epilogue fused = {prev->fused, 1, NULL, prev_z, in, prev->units, NULL};
+                mlp_dense_grad_input(batch, d->fan_in, d->units, dz, net->params + d->w_offset,
+                                     spare, prev->fused ? &fused : NULL, net->kernel_work);
+            }
         }
-        /* dz: (batch, units); in: (batch, fan_in) */
-        bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
-                                     dest + d->b_offset, net->kernel_work);
         if (!prev)
             break;
-        /* spare: (batch, fan_in) = dL/d(prev a), then through prev's
-         * activation: in the product's epilogue, in place, for a built-in
-         * one, so spare holds the next dz; else by its vtable into dz. */
-        const mlp_epilogue fused = {prev->fused, 1,           NULL, cached_z(net, prev),
-                                    in,          prev->units, NULL};
-        mlp_dense_grad_input(batch, d->fan_in, d->units, dz, net->params + d->w_offset, spare,
-                             prev->fused ? &fused : NULL, net->kernel_work);
-        if (prev->fused) {
+        if (prev->fused) { /* spare holds the next dz */
             float *t = dz;
             dz = spare, spare = t;
         } else {
-            prev->activation->backward(prev->activation, batch, prev->units, cached_z(net, prev),
-                                       in, spare, dz);
+            prev->activation->backward(prev->activation, batch, prev->units, prev_z, in, spare, dz);
         }
     }
     return bad;

@@ -65,30 +65,18 @@ static void relu4(size_t n, const float *z, const float *v, float *out)
         out[i] = where_positive(z[i], v[i]);
 }
 
-/* a = f(z) for the built-in activations, as their vtables compute it. */
-static void activate(const mlp_dense *d, size_t n, const float *z, float *a)
+/* a = f(z): the ReLU four at a time, the other built-in activations as
+ * the kernels' epilogue applies them, any other by its vtable. */
+static void activate(const mlp_dense *d, size_t n, float *z, float *a)
 {
-    switch (d->fused) {
-    case MLP_FUSED_IDENTITY:
-        for (size_t i = 0; i < n; i++)
-            a[i] = z[i];
-        return;
-    case MLP_FUSED_RELU: relu4(n, z, z, a); return;
-    case MLP_FUSED_LEAKY_RELU:
-        for (size_t i = 0; i < n; i++)
-            a[i] = z[i] > 0.0f ? z[i] : MLP_LEAKY_SLOPE * z[i];
-        return;
-    case MLP_FUSED_SIGMOID:
-        for (size_t i = 0; i < n; i++)
-            a[i] = mlp_sigmoidf(z[i]);
-        return;
-    case MLP_FUSED_TANH:
-        for (size_t i = 0; i < n; i++)
-            a[i] = tanhf(z[i]);
-        return;
-    case MLP_FUSED_NONE: break;
+    if (d->fused == MLP_FUSED_RELU) {
+        relu4(n, z, z, a);
+    } else if (d->fused != MLP_FUSED_NONE) {
+        const mlp_epilogue forward = {d->fused, 0, a, NULL, NULL, n, NULL};
+        mlp_epilogue_block(&forward, 0, 0, 1, n, z, n);
+    } else {
+        d->activation->forward(d->activation, 1, n, z, a);
     }
-    d->activation->forward(d->activation, 1, n, z, a);
 }
 
 #ifdef __SSE2__
@@ -187,34 +175,6 @@ void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, 
     activate(d, d->units, z, a);
 }
 
-/* grad_z = grad_a * f'(z) for the built-in activations, as their vtables
- * compute it. */
-static void derive(const mlp_dense *d, size_t n, const float *z, const float *a,
-                   const float *grad_a, float *grad_z)
-{
-    switch (d->fused) {
-    case MLP_FUSED_IDENTITY:
-        for (size_t i = 0; i < n; i++)
-            grad_z[i] = grad_a[i];
-        return;
-    case MLP_FUSED_RELU: relu4(n, z, grad_a, grad_z); return;
-    case MLP_FUSED_LEAKY_RELU:
-        for (size_t i = 0; i < n; i++)
-            grad_z[i] = z[i] > 0.0f ? grad_a[i] : MLP_LEAKY_SLOPE * grad_a[i];
-        return;
-    case MLP_FUSED_SIGMOID:
-        for (size_t i = 0; i < n; i++)
-            grad_z[i] = grad_a[i] * a[i] * (1.0f - a[i]);
-        return;
-    case MLP_FUSED_TANH:
-        for (size_t i = 0; i < n; i++)
-            grad_z[i] = grad_a[i] * (1.0f - a[i]) * (1.0f + a[i]);
-        return;
-    case MLP_FUSED_NONE: break;
-    }
-    d->activation->backward(d->activation, 1, n, z, a, grad_a, grad_z);
-}
-
 /* The gradients of one small layer (see mlp_small_backward), inlined with
  * in a constant for the narrowest layers like product(). */
 static MLP_ALWAYS_INLINE int gradients(size_t in, size_t out, const float *w, const float *x,
@@ -287,10 +247,11 @@ static MLP_ALWAYS_INLINE int gradients(size_t in, size_t out, const float *w, co
 
 int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, const float *dz,
                        float *grads, const mlp_dense *prev, const float *prev_z,
-                       const float *prev_a, float *grad_a, float *grad_z)
+                       const float *prev_a, float *dx)
 {
     const float *w = params + d->w_offset;
-    float *dw = grads + d->w_offset, *db = grads + d->b_offset, *dx = prev ? grad_a : NULL;
+    float *dw = grads + d->w_offset, *db = grads + d->b_offset;
+    dx = prev ? dx : NULL;
     int bad;
     switch (d->fan_in) {
     case 1: bad = gradients(1, d->units, w, x, dz, dw, db, dx); break;
@@ -299,7 +260,13 @@ int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, 
     case 4: bad = gradients(4, d->units, w, x, dz, dw, db, dx); break;
     default: bad = gradients(d->fan_in, d->units, w, x, dz, dw, db, dx); break;
     }
-    if (prev)
-        derive(prev, d->fan_in, prev_z, prev_a, grad_a, grad_z);
+    /* Through a built-in activation of the layer before, in place. */
+    size_t n = d->fan_in;
+    if (prev && prev->fused == MLP_FUSED_RELU) {
+        relu4(n, prev_z, dx, dx);
+    } else if (prev && prev->fused != MLP_FUSED_NONE) {
+        const mlp_epilogue backward = {prev->fused, 1, NULL, prev_z, prev_a, n, NULL};
+        mlp_epilogue_block(&backward, 0, 0, 1, n, dx, n);
+    }
     return bad;
 }
