@@ -2,9 +2,9 @@
  * MLP_SMALL_MADDS multiply-adds (XOR, control loops). There the cost is
  * per call, not per multiply-add, so the product runs as plain loops fused
  * with a built-in activation (no packing, no dispatch, no vtable call),
- * and backward forms the gradients of the weights and of the layer's input
- * in one pass, the previous layer's activation derivative applied as they
- * are written.
+ * and backward forms the gradients of the weights and of the layer's
+ * input, taking the latter through the previous layer's built-in
+ * activation in place.
  *
  * This file is compiled without loop vectorisation (meson.build): for trip
  * counts of 1 to 32 the vectorised loops' set-up and remainder code cost
@@ -18,7 +18,6 @@
 
 #ifdef __SSE2__
 #include <emmintrin.h>
-#include <xmmintrin.h>
 #endif
 
 mlp_fused mlp_fused_kind(const mlp_activation *act)
@@ -49,7 +48,7 @@ static inline float where_positive(float z, float v)
 }
 
 /* out = where_positive(z, v), four at a time where SSE2 is available (every
- * x86-64): MAXPS and CMPGTPS make exactly the ReLU's choice. */
+ * x86-64): CMPGTPS then ANDPS make exactly the ReLU's choice. out may be v. */
 static void relu4(size_t n, const float *z, const float *v, float *out)
 {
     size_t i = 0;
