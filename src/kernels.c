@@ -19,7 +19,7 @@
 #define DIRECT_MADDS 4096
 /* From this many multiply-adds a product is shared among threads (with
  * OpenMP): below, waking them costs more than it saves. */
-#define PARALLEL_MADDS (1u << 20)
+#define PARALLEL_MADDS (1u << 18)
 /* Threads split C by blocks of this many columns, a multiple of every tile
  * width (8, 16, 32) so only the last block has edge tiles. Each element is
  * still summed over k in the same order as on one thread: results do not

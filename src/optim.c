@@ -274,7 +274,7 @@ static int step_small(mlp *net, const step_rule *rule, float keep)
 
 /* From this many parameters a step is shared among threads (with OpenMP);
  * each element is updated on its own, so the result is the same. */
-#define PARALLEL_PARAMS 65536
+#define PARALLEL_PARAMS 16384
 
 #ifdef _OPENMP
 /* A moment buffer from parameter lo on; a kind that does not use it may
