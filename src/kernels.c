@@ -3,6 +3,7 @@
  * XOR and control-loop case), single samples as matrix-vector products,
  * batches through the packed GEMM of gemm.c, built for AVX-512, AVX2+FMA
  * and plain C and chosen by what the processor supports. */
+#include "internal.h" /* mlp_all_finite */
 #include "kernels.h"
 
 #include <string.h>
@@ -161,15 +162,6 @@ void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const
         mlp_epilogue_block(epi, 0, 0, rows, out, z, out);
 }
 
-/* 1 if any of the n values is NaN or Inf. */
-static int any_nonfinite(const float *v, size_t n)
-{
-    int bad = 0;
-    for (size_t i = 0; i < n; i++)
-        bad |= mlp_nonfinite(v[i]);
-    return bad;
-}
-
 /* max |v[i]| over finite values (NaN compares false and is skipped). */
 static float largest_magnitude(const float *v, size_t n)
 {
@@ -192,14 +184,14 @@ int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, c
         }
         /* Rounding is monotonic: every product is finite if the largest
          * is, so in + out values are checked rather than in * out. */
-        return any_nonfinite(dz, out) | any_nonfinite(x, in) |
+        return !mlp_all_finite(dz, out) | !mlp_all_finite(x, in) |
                mlp_nonfinite(largest_magnitude(dz, out) * largest_magnitude(x, in));
     }
     memset(db, 0, out * sizeof *db);
     for (size_t r = 0; r < rows; r++)
         for (size_t o = 0; o < out; o++)
             db[o] += dz[r * out + o];
-    int bad = any_nonfinite(db, out);
+    int bad = !mlp_all_finite(db, out);
     if (use_gemm(rows, in, out)) {
         /* dW checked tile by tile, on the thread that computed it. */
         const mlp_epilogue check = {MLP_FUSED_NONE, 0, NULL, NULL, NULL, 0, &bad};
@@ -217,7 +209,7 @@ int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, c
                 dwo[i] += g * xr[i];
         }
     }
-    return bad | any_nonfinite(dw, out * in);
+    return bad | !mlp_all_finite(dw, out * in);
 }
 
 void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, const float *w,
