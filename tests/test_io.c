@@ -201,9 +201,7 @@ static void test_save_buffer_reports_size_and_refuses_small_buffer(void **state)
     assert_int_equal(reported, len);
     for (size_t i = 0; i < sizeof small; i++)
         assert_int_equal(small[i], 0xab);
-    assert_int_equal(mlp_save_buffer(NULL, NULL, 0, &len), MLP_ERR_INVALID);
-    assert_int_equal(mlp_save_buffer(net, NULL, 0, NULL), MLP_ERR_INVALID);
-    mlp_free(net);
+    mlp_free(net); /* NULL arguments: test_save.c */
 }
 
 /* ---- the format, field by field ---------------------------------------- */

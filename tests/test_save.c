@@ -652,6 +652,8 @@ static void test_save_buffer_rejects_null_arguments(void **state)
     assert_int_equal(untouched, 12345);
     assert_int_equal(mlp_save_buffer(net, buf, len, NULL), MLP_ERR_INVALID);
     assert_int_equal(mlp_save_buffer(net, NULL, 0, NULL), MLP_ERR_INVALID);
+    assert_int_equal(mlp_save_buffer(NULL, NULL, 0, &untouched), MLP_ERR_INVALID);
+    assert_int_equal(untouched, 12345);
     for (size_t i = 0; i < len; i++)
         assert_int_equal(buf[i], 0xa5);
     free(buf);
