@@ -184,7 +184,7 @@ int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, c
         }
         /* Rounding is monotonic: every product is finite if the largest
          * is, so in + out values are checked rather than in * out. */
-        return !mlp_all_finite(dz, out) | !mlp_all_finite(x, in) |
+        return !mlp_all_finite(dz, out) || !mlp_all_finite(x, in) ||
                mlp_nonfinite(largest_magnitude(dz, out) * largest_magnitude(x, in));
     }
     memset(db, 0, out * sizeof *db);
@@ -209,7 +209,7 @@ int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, c
                 dwo[i] += g * xr[i];
         }
     }
-    return bad | !mlp_all_finite(dw, out * in);
+    return bad || !mlp_all_finite(dw, out * in);
 }
 
 void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, const float *w,
