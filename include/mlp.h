@@ -389,6 +389,25 @@ MLP_API mlp_optimizer mlp_optimizer_default(mlp_optimizer_kind kind);
  * step count is updated (the gradients stay pending). */
 MLP_API mlp_status mlp_step(mlp *net, const mlp_optimizer *opt);
 
+/* One whole training step on a batch, in one call: the same results, bit
+ * for bit, as
+ *     mlp_forward(net, batch, x, NULL);
+ *     mlp_backward(net, loss, target, loss_out);
+ *     mlp_step(net, opt);
+ * with the arguments checked once, and all or nothing: on any error
+ * parameters, gradients, optimizer state and *loss_out are untouched, and
+ * no forward is pending. It is the fast way to train a tiny network one
+ * sample at a time: with plain SGD (no clip_norm) through layers of at
+ * most 4096 weights each, backward and the update are one pass.
+ * It does not combine with gradients accumulated by mlp_backward: call
+ * mlp_step or mlp_zero_grad first.
+ * Returns MLP_ERR_INVALID (as mlp_forward, mlp_backward or mlp_step would),
+ * MLP_ERR_STATE (gradients are pending), MLP_ERR_NONFINITE (NaN/Inf in x,
+ * target, the outputs, loss or gradients, or an update that would
+ * overflow), MLP_ERR_NOMEM. */
+MLP_API mlp_status mlp_train_step(mlp *net, size_t batch, const float *x, const mlp_loss *loss,
+                                  const float *target, const mlp_optimizer *opt, float *loss_out);
+
 /* Drops the optimizer state (moments and step count) and frees its memory:
  * the next step starts fresh, and mlp_save then writes weights only.
  * Returns MLP_ERR_INVALID for a NULL net. */

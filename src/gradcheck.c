@@ -51,7 +51,7 @@ static double eval_loss(const mlp *net, const mlp_loss *loss, size_t batch, cons
     /* The output layer's z is at the start of the layer workspace. A
      * scratch gradient is passed so a user's loss never sees NULL. */
     return mlp_loss_eval(loss, last->activation, batch, last->units, ws->layers.data, a, target,
-                         ws->grad, NULL);
+                         ws->grad, NULL, true);
 }
 
 /* The analytic gradient of this batch alone, leaving the accumulated

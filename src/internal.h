@@ -27,7 +27,8 @@ struct mlp {
     size_t n_params;
     float *params;        /* every W and b, layer after layer */
     float *grads;         /* same layout, accumulated by backward */
-    float *grads_scratch; /* backward's result before it is added, lazily */
+    float *grads_scratch; /* lazily: backward's result before it is added, or
+                           * mlp_train_step's copy of the parameters */
 
     /* Optimizer state: moments in the parameters' layout, allocated by the
      * first step of a kind that needs them. */
@@ -43,6 +44,7 @@ struct mlp {
     mlp_work kernel_work; /* packing space for the layer products */
     bool forward_pending;
     bool grads_pending; /* a backward since the last step or zero_grad */
+    bool all_small;     /* every layer is small (mlp_dense.small) */
 };
 
 /* For the element-wise loops over all parameters (optimizer, checks): one
@@ -107,6 +109,41 @@ int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, 
                        float *grads, const mlp_dense *prev, const float *prev_z,
                        const float *prev_a, float *dx);
 
+/* Plain SGD's update of one weight w with gradient g (mlp.h): g += wd w;
+ * w -= lr g. One definition for mlp_step and the tiny path's fused step,
+ * so both round alike. */
+static inline float mlp_sgd(float w, float g, float lr, float wd)
+{
+    return w - lr * (g + wd * w);
+}
+
+typedef struct mlp_sgd_rule {
+    float lr, wd;
+} mlp_sgd_rule;
+
+/* dx = dL/dx of a small layer for one sample, from its dL/dz dz, taken on
+ * in place through the previous layer's activation to dL/d(prev z) if that
+ * is a built-in one (prev->fused), from prev_z and prev_a. */
+void mlp_small_input_gradient(const mlp_dense *d, const float *w, const float *dz,
+                              const mlp_dense *prev, const float *prev_z, const float *prev_a,
+                              float *dx);
+
+/* The tiny path's plain-SGD step of one small layer, fused with backward,
+ * for one sample: as mlp_small_backward, dx from the weights before the
+ * step, but instead of writing dW and db it updates the layer's weights and
+ * biases in place by mlp_sgd of each gradient. Returns nonzero if any new
+ * value is NaN or Inf (the caller restores the old ones). */
+int mlp_small_sgd(const mlp_dense *d, float *params, const float *x, const float *dz,
+                  const mlp_sgd_rule *sgd, const mlp_dense *prev, const float *prev_z,
+                  const float *prev_a, float *dx);
+
+/* Whether an optimizer description is valid (mlp_step's MLP_ERR_INVALID). */
+bool mlp_optimizer_ok(const mlp_optimizer *opt);
+
+/* Records a successful step of kind: the step count (1 for a new kind),
+ * the kind, and that no forward or gradients are pending. */
+void mlp_record_step(mlp *net, mlp_optimizer_kind kind);
+
 /* Moment buffers an optimizer kind keeps (0, 1 or 2). */
 int mlp_moments_needed(int kind);
 
@@ -149,8 +186,11 @@ const float *mlp_run_layers(const mlp *net, size_t batch, const float *x, mlp_wo
 
 /* Loss of outputs for a finished forward of the last layer: fused on z when
  * the loss pairs with the output activation, else on a. grad (may be NULL)
- * receives dL/dz (fused, *fused set true) or dL/da. */
+ * receives dL/dz (fused, *fused set true) or dL/da. Without value, a
+ * built-in loss may skip the loss itself and return 0 where it is certainly
+ * finite as a float. */
 double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act, size_t rows, size_t cols,
-                     const float *z, const float *a, const float *target, float *grad, bool *fused);
+                     const float *z, const float *a, const float *target, float *grad, bool *fused,
+                     bool value);
 
 #endif

@@ -45,22 +45,34 @@ static double bce_loss(const mlp_loss *self, size_t rows, size_t cols, const flo
 }
 
 /* With p = sigmoid(z): -t log p - (1-t) log(1-p) = max(z,0) - t z + log(1 + e^-|z|),
- * exact and finite for any z, and dL/dz = p - t. */
+ * exact and finite for any z, and dL/dz = p - t. Unless value is set the
+ * loss is skipped (0 is returned) where it is certainly finite as a float:
+ * below 1e30 for |z| (1 + |t|), as the log term is at most log 2. */
+static double bce_logits_n(size_t n, const float *z, const float *target, float *grad_z, bool value)
+{
+    double sum = 0.0;
+    bool large = false;
+    for (size_t i = 0; i < n; i++) {
+        double zi = z[i], t = target[i], e = exp(-fabs(zi)), d = 1.0 + e;
+        if (value)
+            sum += (zi > 0.0 ? zi : 0.0) - t * zi + log1p(e);
+        else
+            large |= fabs(zi) * (1.0 + fabs(t)) >= 1e30;
+        /* p - t = (1 - t d) / d for z >= 0 (p = 1 / d), else (e - t d) / d:
+         * one division, on the path to every gradient of a step. */
+        if (grad_z)
+            grad_z[i] = (float)(((zi >= 0.0 ? 1.0 : e) - t * d) / (d * (double)n));
+    }
+    if (large)
+        return bce_logits_n(n, z, target, NULL, true);
+    return sum / (double)n;
+}
+
 static double bce_logits(const mlp_loss *self, size_t rows, size_t cols, const float *z,
                          const float *target, float *grad_z)
 {
     UNUSED(self);
-    size_t n = rows * cols;
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double zi = z[i], t = target[i], e = exp(-fabs(zi));
-        sum += fmax(zi, 0.0) - t * zi + log1p(e);
-        if (grad_z) {
-            double p = zi >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-            grad_z[i] = (float)((p - t) / (double)n);
-        }
-    }
-    return sum / (double)n;
+    return bce_logits_n(rows * cols, z, target, grad_z, true);
 }
 
 /* ---- categorical cross-entropy ----------------------------------------- */
@@ -121,11 +133,14 @@ mlp_status mlp_check_loss(const mlp_loss *loss)
 }
 
 double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act, size_t rows, size_t cols,
-                     const float *z, const float *a, const float *target, float *grad, bool *fused)
+                     const float *z, const float *a, const float *target, float *grad, bool *fused,
+                     bool value)
 {
     bool use_logits = loss->fused_activation && loss->fused_activation == out_act;
     if (fused)
         *fused = use_logits;
+    if (use_logits && loss == &mlp_bce) /* the one whose value can be skipped */
+        return bce_logits_n(rows * cols, z, target, grad, value);
     if (use_logits)
         return loss->loss_logits(loss, rows, cols, z, target, grad);
     return loss->loss(loss, rows, cols, a, target, grad);

@@ -188,6 +188,7 @@ mlp_status mlp_create(mlp **out, const mlp_config *cfg)
     }
     size_t fan_in = cfg->inputs, offset = 0, cache_offset = 0;
     net->max_width = cfg->inputs;
+    net->all_small = true;
     for (size_t l = 0; l < cfg->n_layers; l++) {
         mlp_dense *d = &net->layers[l];
         d->fan_in = fan_in;
@@ -195,6 +196,7 @@ mlp_status mlp_create(mlp **out, const mlp_config *cfg)
         d->activation = cfg->layers[l].activation;
         d->fused = mlp_fused_kind(d->activation);
         d->small = d->units * d->fan_in <= MLP_SMALL_MADDS;
+        net->all_small = net->all_small && d->small;
         d->w_offset = offset;
         d->b_offset = offset + d->units * d->fan_in;
         d->z_offset = cache_offset;
@@ -359,13 +361,11 @@ static bool take_inputs(mlp *net, const float *x, size_t n)
     return mlp_all_finite(x, n);
 }
 
-mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
+/* The forward pass of mlp_forward into the training cache, without
+ * arguments to check or state to set: the outputs are left in the last
+ * layer's cached a. */
+static mlp_status run_forward(mlp *net, size_t batch, const float *x)
 {
-    if (!net)
-        return MLP_ERR_INVALID;
-    net->forward_pending = false; /* on any error, as documented */
-    if (!x || !mlp_batch_ok(net, batch))
-        return MLP_ERR_INVALID;
     /* Bad input is reported as such, before any allocation could fail;
      * when the cache is big enough, the copy below checks it instead. */
     if (batch > net->batch_capacity && !mlp_all_finite(x, batch * net->inputs))
@@ -389,8 +389,23 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
     }
     if (!mlp_all_finite(z - n_out, n_out) || !mlp_all_finite(in, n_out))
         return MLP_ERR_NONFINITE;
-    if (y)
-        copy_floats(y, in, n_out);
+    return MLP_OK;
+}
+
+mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
+{
+    if (!net)
+        return MLP_ERR_INVALID;
+    net->forward_pending = false; /* on any error, as documented */
+    if (!x || !mlp_batch_ok(net, batch))
+        return MLP_ERR_INVALID;
+    mlp_status st = run_forward(net, batch, x);
+    if (st != MLP_OK)
+        return st;
+    if (y) {
+        const mlp_dense *last = &net->layers[net->n_layers - 1];
+        copy_floats(y, cached_a(net, last), batch * last->units);
+    }
     net->forward_pending = true;
     return MLP_OK;
 }
@@ -398,10 +413,11 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
 /* ---- backward ---------------------------------------------------------- */
 
 /* Backpropagates net->grad_z, which holds dL/dz of the output layer, and
- * writes the parameter gradients into dest (overwriting it). Returns
- * nonzero if any of them is NaN or Inf, checked layer by layer. grad_z and
- * grad_a take turns holding each layer's dL/dz. */
-static int backprop(mlp *net, float *dest)
+ * writes the parameter gradients into dest (overwriting it); or, with sgd
+ * (for one sample through small layers only), makes a plain-SGD step on
+ * them in place, layer by layer. Returns nonzero if any value written is
+ * NaN or Inf. grad_z and grad_a take turns holding each layer's dL/dz. */
+static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
 {
     size_t batch = net->batch;
     float *dz = net->grad_z, *spare = net->grad_a;
@@ -414,7 +430,9 @@ static int backprop(mlp *net, float *dest)
         /* spare (batch, fan_in) = dL/d(prev a), taken on through prev's
          * activation in place when it is a built-in one: by the tiny path,
          * or in the product's epilogue. */
-        if (mlp_small_layer(d, batch)) {
+        if (sgd) {
+            bad |= mlp_small_sgd(d, net->params, in, dz, sgd, prev, prev_z, in, spare);
+        } else if (mlp_small_layer(d, batch)) {
             bad |= mlp_small_backward(d, net->params, in, dz, dest, prev, prev_z, in, spare);
         } else {
             bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
@@ -455,7 +473,7 @@ static mlp_status backprop_accumulate(mlp *net)
     if (!mlp_all_finite(net->grad_z, net->batch * net->layers[net->n_layers - 1].units))
         return MLP_ERR_NONFINITE;
     if (!net->grads_pending) {
-        if (backprop(net, net->grads)) {
+        if (backprop(net, net->grads, NULL)) {
             memset(net->grads, 0, net->n_params * sizeof(float));
             return MLP_ERR_NONFINITE;
         }
@@ -466,7 +484,7 @@ static mlp_status backprop_accumulate(mlp *net)
                 return MLP_ERR_NOMEM;
         }
         float *scratch = net->grads_scratch;
-        if (backprop(net, scratch) || !sum_is_finite(net->grads, scratch, net->n_params))
+        if (backprop(net, scratch, NULL) || !sum_is_finite(net->grads, scratch, net->n_params))
             return MLP_ERR_NONFINITE;
         for (size_t i = 0; i < net->n_params; i++)
             net->grads[i] += scratch[i];
@@ -476,33 +494,100 @@ static mlp_status backprop_accumulate(mlp *net)
     return MLP_OK;
 }
 
-mlp_status mlp_backward(mlp *net, const mlp_loss *loss, const float *target, float *loss_out)
+/* The loss of the cached forward against target (in *value, or 0 where
+ * it is not needed and certainly finite), and its gradient dL/dz for the
+ * output layer in net->grad_z, both checked. */
+static mlp_status output_gradient(mlp *net, const mlp_loss *loss, const float *target,
+                                  bool need_value, double *value)
 {
-    if (!net || !target || mlp_check_loss(loss) != MLP_OK)
-        return MLP_ERR_INVALID;
-    if (!net->forward_pending)
-        return MLP_ERR_STATE;
     const mlp_dense *last = &net->layers[net->n_layers - 1];
     size_t n_out = net->batch * last->units;
     if (!mlp_all_finite(target, n_out))
         return MLP_ERR_NONFINITE;
 
     bool fused;
-    double value =
-        mlp_loss_eval(loss, last->activation, net->batch, last->units, cached_z(net, last),
-                      cached_a(net, last), target, net->grad_a, &fused);
+    *value = mlp_loss_eval(loss, last->activation, net->batch, last->units, cached_z(net, last),
+                           cached_a(net, last), target, net->grad_a, &fused, need_value);
     /* dL/dy is checked itself: an activation derivative of 0 (ReLU at
      * z <= 0) would hide a NaN from the parameter gradients. The loss is
      * checked as the float it is reported in: a double beyond float's range
      * would reach *loss_out as Inf. */
-    if (!isfinite((float)value) || !mlp_all_finite(net->grad_a, n_out))
+    if (!isfinite((float)*value) || !mlp_all_finite(net->grad_a, n_out))
         return MLP_ERR_NONFINITE;
-    if (fused)
-        copy_floats(net->grad_z, net->grad_a, n_out);
-    else
+    if (fused) { /* grad_a holds dL/dz: the two buffers trade places */
+        float *t = net->grad_z;
+        net->grad_z = net->grad_a, net->grad_a = t;
+    } else {
         last->activation->backward(last->activation, net->batch, last->units, cached_z(net, last),
                                    cached_a(net, last), net->grad_a, net->grad_z);
-    mlp_status st = backprop_accumulate(net);
+    }
+    return MLP_OK;
+}
+
+mlp_status mlp_backward(mlp *net, const mlp_loss *loss, const float *target, float *loss_out)
+{
+    if (!net || !target || mlp_check_loss(loss) != MLP_OK)
+        return MLP_ERR_INVALID;
+    if (!net->forward_pending)
+        return MLP_ERR_STATE;
+    double value;
+    mlp_status st = output_gradient(net, loss, target, loss_out != NULL, &value);
+    if (st == MLP_OK)
+        st = backprop_accumulate(net);
+    if (st == MLP_OK && loss_out)
+        *loss_out = (float)value;
+    return st;
+}
+
+/* mlp_train_step's plain-SGD step for one sample through small layers,
+ * with grad_z holding the output layer's dL/dz: backprop updates each
+ * layer in place as it reaches it, after a copy of the parameters is kept
+ * in grads_scratch to put back if any new value is not finite. The values
+ * round as mlp_step's from mlp_backward's gradients. */
+static mlp_status small_sgd_step(mlp *net, const mlp_optimizer *opt)
+{
+    if (!net->grads_scratch) {
+        net->grads_scratch = mlp_alloc(&net->allocator, net->n_params, sizeof(float));
+        if (!net->grads_scratch)
+            return MLP_ERR_NOMEM;
+    }
+    const mlp_sgd_rule sgd = {(float)opt->learning_rate, (float)opt->weight_decay};
+    copy_floats(net->grads_scratch, net->params, net->n_params);
+    if (backprop(net, NULL, &sgd)) {
+        copy_floats(net->params, net->grads_scratch, net->n_params);
+        return MLP_ERR_NONFINITE;
+    }
+    mlp_record_step(net, MLP_OPT_SGD);
+    return MLP_OK;
+}
+
+mlp_status mlp_train_step(mlp *net, size_t batch, const float *x, const mlp_loss *loss,
+                          const float *target, const mlp_optimizer *opt, float *loss_out)
+{
+    if (!net)
+        return MLP_ERR_INVALID;
+    net->forward_pending = false; /* on any error, as documented */
+    if (!x || !target || !opt || mlp_check_loss(loss) != MLP_OK || !mlp_optimizer_ok(opt) ||
+        !mlp_batch_ok(net, batch))
+        return MLP_ERR_INVALID;
+    if (net->grads_pending)
+        return MLP_ERR_STATE;
+    double value;
+    mlp_status st = run_forward(net, batch, x);
+    if (st == MLP_OK)
+        st = output_gradient(net, loss, target, loss_out != NULL, &value);
+    if (st != MLP_OK)
+        return st;
+    if (batch == 1 && net->all_small && opt->kind == MLP_OPT_SGD && opt->clip_norm == 0.0) {
+        st = small_sgd_step(net, opt);
+    } else {
+        /* backward's gradients then mlp_step; on failure the gradients are
+         * zero again, as they were. */
+        st = backprop_accumulate(net);
+        if (st == MLP_OK && (st = mlp_step(net, opt)) != MLP_OK)
+            mlp_zero_grad(net);
+        net->forward_pending = false;
+    }
     if (st == MLP_OK && loss_out)
         *loss_out = (float)value;
     return st;

@@ -38,7 +38,7 @@ static bool unit_interval(double v)
     return v >= 0.0 && v < 1.0;
 }
 
-static bool optimizer_ok(const mlp_optimizer *opt)
+bool mlp_optimizer_ok(const mlp_optimizer *opt)
 {
     if (opt->kind < MLP_OPT_SGD || opt->kind > MLP_OPT_ADAMW)
         return false;
@@ -171,8 +171,7 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
     switch (r->kind) {
     case MLP_OPT_SGD:
         for (size_t i = 0; i < n; i++) {
-            float g = grads[i] * r->scale + r->wd * w[i];
-            float wi = w[i] - r->lr * g;
+            float wi = mlp_sgd(w[i], grads[i] * r->scale, r->lr, r->wd);
             if (mode == STORE)
                 w[i] = wi, grads[i] = 0.0f;
             else if (mode == INTO)
@@ -323,9 +322,27 @@ static int step_all(mlp *net, const step_rule *rule, float keep)
     return 0;
 }
 
+/* The number of the step about to be taken with kind: 1 for a new kind.
+ * Saturates rather than wrap to 0 (a loaded file may hold any count): at
+ * such counts Adam's bias corrections are exactly 1 anyway. */
+static uint64_t step_number(const mlp *net, mlp_optimizer_kind kind)
+{
+    if ((int)kind != net->opt_kind)
+        return 1;
+    return net->opt_steps + (net->opt_steps < UINT64_MAX);
+}
+
+void mlp_record_step(mlp *net, mlp_optimizer_kind kind)
+{
+    net->opt_steps = step_number(net, kind);
+    net->opt_kind = (int)kind;
+    net->forward_pending = false;
+    net->grads_pending = false; /* and the gradients are zero again */
+}
+
 mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
 {
-    if (!net || !opt || !optimizer_ok(opt))
+    if (!net || !opt || !mlp_optimizer_ok(opt))
         return MLP_ERR_INVALID;
     if (!net->grads_pending)
         return MLP_ERR_STATE;
@@ -333,16 +350,12 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
     if (st != MLP_OK)
         return st;
 
-    /* A new kind starts from zero moments: read as zero, written below. */
-    bool fresh = (int)opt->kind != net->opt_kind;
-    /* Saturates rather than wrap to 0 (a loaded file may hold any count):
-     * at such counts Adam's bias corrections are exactly 1 anyway. */
-    uint64_t t = fresh ? 1 : net->opt_steps + (net->opt_steps < UINT64_MAX);
-    step_rule rule = make_rule(net, opt, t);
+    step_rule rule = make_rule(net, opt, step_number(net, opt->kind));
     /* Two passes, all or nothing: the first computes every new value and
      * only checks that it is finite (a NaN gradient, or an update that
-     * overflows a weight or g^2); the second, identical, stores them. */
-    float keep = fresh ? 0.0f : 1.0f;
+     * overflows a weight or g^2); the second, identical, stores them.
+     * A new kind starts from zero moments: read as zero, written there. */
+    float keep = (int)opt->kind != net->opt_kind ? 0.0f : 1.0f;
     if (net->n_params <= SMALL_STEP_PARAMS) {
         if (step_small(net, &rule, keep))
             return MLP_ERR_NONFINITE;
@@ -350,9 +363,6 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
         if (step_all(net, &rule, keep))
             return MLP_ERR_NONFINITE;
     }
-    net->opt_kind = (int)opt->kind;
-    net->opt_steps = t;
-    net->forward_pending = false;
-    net->grads_pending = false; /* and the gradients are zero again */
+    mlp_record_step(net, opt->kind);
     return MLP_OK;
 }

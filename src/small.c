@@ -174,10 +174,11 @@ void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, 
     activate(d, d->units, z, a);
 }
 
-/* The gradients of one small layer (see mlp_small_backward), inlined with
- * in a constant for the narrowest layers like product(). */
-static MLP_ALWAYS_INLINE int gradients(size_t in, size_t out, const float *w, const float *x,
-                                       const float *dz, float *dw, float *db, float *dx)
+/* dW = dz x^T and db = dz of one small layer, inlined with in a constant
+ * for the narrowest layers like product(). Returns nonzero if any is NaN
+ * or Inf. */
+static MLP_ALWAYS_INLINE int gradients(size_t in, size_t out, const float *x, const float *dz,
+                                       float *dw, float *db)
 {
     /* Whether dW = dz x^T is finite, from the largest factors: rounding is
      * monotonic, so every product is finite if the largest one is. This
@@ -222,11 +223,99 @@ static MLP_ALWAYS_INLINE int gradients(size_t in, size_t out, const float *w, co
         for (; i < in; i++)
             dwo[i] = g * x[i];
     }
-    bad |= mlp_nonfinite(dz_max * x_max);
-    if (!dx)
-        return bad;
-    /* dx = W^T dz, each element summed over o in order. */
-    i = 0;
+    return bad | mlp_nonfinite(dz_max * x_max);
+}
+
+#ifdef __SSE2__
+/* Four plain-SGD updates (mlp_sgd) from the gradients g, stored to dst;
+ * returns a lane mask of the new weights that are NaN or Inf. */
+static inline __m128i sgd4(const float *w, __m128 g, __m128 lr, __m128 wd, float *dst)
+{
+    const __m128i exponent = _mm_set1_epi32(0x7f800000);
+    __m128 wv = _mm_loadu_ps(w);
+    __m128 nw = _mm_sub_ps(wv, _mm_mul_ps(lr, _mm_add_ps(g, _mm_mul_ps(wd, wv))));
+    _mm_storeu_ps(dst, nw);
+    __m128i e = _mm_and_si128(_mm_castps_si128(nw), exponent);
+    return _mm_cmpeq_epi32(e, exponent);
+}
+#endif
+
+/* The new weights and biases of one small layer after a plain-SGD step on
+ * dW = dz x^T, db = dz (see mlp_small_sgd), inlined like gradients();
+ * nw and nb may be w and b. Vector and scalar code round alike: each
+ * weight is mlp_sgd of the product dz[o] * x[i]. Returns nonzero if any
+ * new value is NaN or Inf. */
+static MLP_ALWAYS_INLINE int sgd_update(size_t in, size_t out, const float *w, const float *b,
+                                        const float *x, const float *dz, float lr, float wd,
+                                        float *nw, float *nb)
+{
+    int bad = 0;
+    size_t o = 0;
+#ifdef __SSE2__
+    const __m128 lrv = _mm_set1_ps(lr), wdv = _mm_set1_ps(wd);
+    __m128i nonfinite = _mm_setzero_si128();
+    for (; o + 4 <= out; o += 4)
+        nonfinite = _mm_or_si128(nonfinite, sgd4(b + o, _mm_loadu_ps(dz + o), lrv, wdv, nb + o));
+    if (in == 1) { /* W is a column: dz times one input */
+        size_t j = 0;
+        for (__m128 xv = _mm_set1_ps(x[0]); j + 4 <= out; j += 4) {
+            __m128 g = _mm_mul_ps(_mm_loadu_ps(dz + j), xv);
+            nonfinite = _mm_or_si128(nonfinite, sgd4(w + j, g, lrv, wdv, nw + j));
+        }
+        for (; j < out; j++) {
+            float v = mlp_sgd(w[j], dz[j] * x[0], lr, wd);
+            nw[j] = v;
+            bad |= mlp_nonfinite(v);
+        }
+    } else if (in == 2) { /* two rows at a time */
+        size_t j = 0;
+        for (__m128 xv = _mm_set_ps(x[1], x[0], x[1], x[0]); j + 2 <= out; j += 2) {
+            __m128 g = _mm_mul_ps(_mm_set_ps(dz[j + 1], dz[j + 1], dz[j], dz[j]), xv);
+            nonfinite = _mm_or_si128(nonfinite, sgd4(w + 2 * j, g, lrv, wdv, nw + 2 * j));
+        }
+        for (; j < out; j++)
+            for (size_t i = 0; i < 2; i++) {
+                float v = mlp_sgd(w[2 * j + i], dz[j] * x[i], lr, wd);
+                nw[2 * j + i] = v;
+                bad |= mlp_nonfinite(v);
+            }
+    } else {
+        for (size_t j = 0; j < out; j++) {
+            const float *wj = w + j * in;
+            float *nwj = nw + j * in;
+            size_t i = 0;
+            for (__m128 g = _mm_set1_ps(dz[j]); i + 4 <= in; i += 4)
+                nonfinite = _mm_or_si128(
+                    nonfinite, sgd4(wj + i, _mm_mul_ps(g, _mm_loadu_ps(x + i)), lrv, wdv, nwj + i));
+            for (; i < in; i++) {
+                float v = mlp_sgd(wj[i], dz[j] * x[i], lr, wd);
+                nwj[i] = v;
+                bad |= mlp_nonfinite(v);
+            }
+        }
+    }
+    bad |= _mm_movemask_epi8(nonfinite) != 0;
+#else
+    for (size_t j = 0; j < out; j++)
+        for (size_t i = 0; i < in; i++) {
+            float v = mlp_sgd(w[j * in + i], dz[j] * x[i], lr, wd);
+            nw[j * in + i] = v;
+            bad |= mlp_nonfinite(v);
+        }
+#endif
+    for (; o < out; o++) {
+        float v = mlp_sgd(b[o], dz[o], lr, wd);
+        nb[o] = v;
+        bad |= mlp_nonfinite(v);
+    }
+    return bad;
+}
+
+/* dx = W^T dz, each element summed over o in order. */
+static MLP_ALWAYS_INLINE void input_gradient(size_t in, size_t out, const float *w, const float *dz,
+                                             float *dx)
+{
+    size_t i = 0;
 #ifdef __SSE2__
     for (; i + 4 <= in; i += 4) {
         __m128 sum = _mm_mul_ps(_mm_set1_ps(dz[0]), _mm_loadu_ps(w + i));
@@ -241,31 +330,58 @@ static MLP_ALWAYS_INLINE int gradients(size_t in, size_t out, const float *w, co
             sum += dz[o] * w[o * in + i];
         dx[i] = sum;
     }
-    return bad;
+}
+
+void mlp_small_input_gradient(const mlp_dense *d, const float *w, const float *dz,
+                              const mlp_dense *prev, const float *prev_z, const float *prev_a,
+                              float *dx)
+{
+    size_t n = d->fan_in;
+    switch (n) {
+    case 1: input_gradient(1, d->units, w, dz, dx); break;
+    case 2: input_gradient(2, d->units, w, dz, dx); break;
+    case 3: input_gradient(3, d->units, w, dz, dx); break;
+    case 4: input_gradient(4, d->units, w, dz, dx); break;
+    default: input_gradient(n, d->units, w, dz, dx); break;
+    }
+    if (prev->fused == MLP_FUSED_RELU) {
+        relu4(n, prev_z, dx, dx);
+    } else if (prev->fused != MLP_FUSED_NONE) {
+        const mlp_epilogue backward = {prev->fused, 1, NULL, prev_z, prev_a, n, NULL};
+        mlp_epilogue_block(&backward, 0, 0, 1, n, dx, n);
+    }
 }
 
 int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, const float *dz,
                        float *grads, const mlp_dense *prev, const float *prev_z,
                        const float *prev_a, float *dx)
 {
-    const float *w = params + d->w_offset;
     float *dw = grads + d->w_offset, *db = grads + d->b_offset;
-    dx = prev ? dx : NULL;
     int bad;
     switch (d->fan_in) {
-    case 1: bad = gradients(1, d->units, w, x, dz, dw, db, dx); break;
-    case 2: bad = gradients(2, d->units, w, x, dz, dw, db, dx); break;
-    case 3: bad = gradients(3, d->units, w, x, dz, dw, db, dx); break;
-    case 4: bad = gradients(4, d->units, w, x, dz, dw, db, dx); break;
-    default: bad = gradients(d->fan_in, d->units, w, x, dz, dw, db, dx); break;
+    case 1: bad = gradients(1, d->units, x, dz, dw, db); break;
+    case 2: bad = gradients(2, d->units, x, dz, dw, db); break;
+    case 3: bad = gradients(3, d->units, x, dz, dw, db); break;
+    case 4: bad = gradients(4, d->units, x, dz, dw, db); break;
+    default: bad = gradients(d->fan_in, d->units, x, dz, dw, db); break;
     }
-    /* Through a built-in activation of the layer before, in place. */
-    size_t n = d->fan_in;
-    if (prev && prev->fused == MLP_FUSED_RELU) {
-        relu4(n, prev_z, dx, dx);
-    } else if (prev && prev->fused != MLP_FUSED_NONE) {
-        const mlp_epilogue backward = {prev->fused, 1, NULL, prev_z, prev_a, n, NULL};
-        mlp_epilogue_block(&backward, 0, 0, 1, n, dx, n);
-    }
+    if (prev)
+        mlp_small_input_gradient(d, params + d->w_offset, dz, prev, prev_z, prev_a, dx);
     return bad;
+}
+
+int mlp_small_sgd(const mlp_dense *d, float *params, const float *x, const float *dz,
+                  const mlp_sgd_rule *sgd, const mlp_dense *prev, const float *prev_z,
+                  const float *prev_a, float *dx)
+{
+    float *w = params + d->w_offset, *b = params + d->b_offset, lr = sgd->lr, wd = sgd->wd;
+    if (prev) /* with the weights before the step */
+        mlp_small_input_gradient(d, w, dz, prev, prev_z, prev_a, dx);
+    switch (d->fan_in) {
+    case 1: return sgd_update(1, d->units, w, b, x, dz, lr, wd, w, b);
+    case 2: return sgd_update(2, d->units, w, b, x, dz, lr, wd, w, b);
+    case 3: return sgd_update(3, d->units, w, b, x, dz, lr, wd, w, b);
+    case 4: return sgd_update(4, d->units, w, b, x, dz, lr, wd, w, b);
+    default: return sgd_update(d->fan_in, d->units, w, b, x, dz, lr, wd, w, b);
+    }
 }
