@@ -121,21 +121,19 @@ typedef struct mlp_sgd_rule {
     float lr, wd;
 } mlp_sgd_rule;
 
-/* dx = dL/dx of a small layer for one sample, from its dL/dz dz, taken on
- * in place through the previous layer's activation to dL/d(prev z) if that
- * is a built-in one (prev->fused), from prev_z and prev_a. */
-void mlp_small_input_gradient(const mlp_dense *d, const float *w, const float *dz,
-                              const mlp_dense *prev, const float *prev_z, const float *prev_a,
-                              float *dx);
+/* One sample forward through a network whose layers are all small
+ * (net->all_small) into its training cache: each layer as
+ * mlp_small_forward, without a call per layer. */
+void mlp_small_forward_net(const mlp *net, const float *x);
 
-/* The tiny path's plain-SGD step of one small layer, fused with backward,
- * for one sample: as mlp_small_backward, dx from the weights before the
- * step, but instead of writing dW and db it updates the layer's weights and
- * biases in place by mlp_sgd of each gradient. Returns nonzero if any new
- * value is NaN or Inf (the caller restores the old ones). */
-int mlp_small_sgd(const mlp_dense *d, float *params, const float *x, const float *dz,
-                  const mlp_sgd_rule *sgd, const mlp_dense *prev, const float *prev_z,
-                  const float *prev_a, float *dx);
+/* The tiny path's plain-SGD step for one sample through a network whose
+ * layers are all small, fused with backward: from dL/dz of the output layer
+ * in grad_z (grad_a is scratch), each layer's dL/dx as mlp_small_backward
+ * would, from the weights before the step, then the layer's weights and
+ * biases updated in place by mlp_sgd of each gradient, the old values kept
+ * in old (the parameters' layout). Returns nonzero if any new value is NaN
+ * or Inf: then the caller puts old back. */
+int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old);
 
 /* Whether an optimizer description is valid (mlp_step's MLP_ERR_INVALID). */
 bool mlp_optimizer_ok(const mlp_optimizer *opt);

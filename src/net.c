@@ -377,6 +377,14 @@ static mlp_status run_forward(mlp *net, size_t batch, const float *x)
         return MLP_ERR_NONFINITE;
 
     net->batch = batch;
+    if (batch == 1 && net->all_small) {
+        mlp_small_forward_net(net, x);
+        const mlp_dense *last = &net->layers[net->n_layers - 1];
+        return mlp_all_finite(cached_z(net, last), last->units) &&
+                       mlp_all_finite(cached_a(net, last), last->units)
+                   ? MLP_OK
+                   : MLP_ERR_NONFINITE;
+    }
     const float *in = x;                        /* the same values; not read back from the copy */
     float *z = net->z_cache, *a = net->a_cache; /* as cached_z and cached_a */
     size_t n_out = 0;
@@ -413,11 +421,10 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
 /* ---- backward ---------------------------------------------------------- */
 
 /* Backpropagates net->grad_z, which holds dL/dz of the output layer, and
- * writes the parameter gradients into dest (overwriting it); or, with sgd
- * (for one sample through small layers only), makes a plain-SGD step on
- * them in place, layer by layer. Returns nonzero if any value written is
- * NaN or Inf. grad_z and grad_a take turns holding each layer's dL/dz. */
-static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
+ * writes the parameter gradients into dest (overwriting it). Returns
+ * nonzero if any of them is NaN or Inf, checked layer by layer. grad_z and
+ * grad_a take turns holding each layer's dL/dz. */
+static int backprop(mlp *net, float *dest)
 {
     size_t batch = net->batch;
     float *dz = net->grad_z, *spare = net->grad_a;
@@ -430,9 +437,7 @@ static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
         /* spare (batch, fan_in) = dL/d(prev a), taken on through prev's
          * activation in place when it is a built-in one: by the tiny path,
          * or in the product's epilogue. */
-        if (sgd) {
-            bad |= mlp_small_sgd(d, net->params, in, dz, sgd, prev, prev_z, in, spare);
-        } else if (mlp_small_layer(d, batch)) {
+        if (mlp_small_layer(d, batch)) {
             bad |= mlp_small_backward(d, net->params, in, dz, dest, prev, prev_z, in, spare);
         } else {
             bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
@@ -473,7 +478,7 @@ static mlp_status backprop_accumulate(mlp *net)
     if (!mlp_all_finite(net->grad_z, net->batch * net->layers[net->n_layers - 1].units))
         return MLP_ERR_NONFINITE;
     if (!net->grads_pending) {
-        if (backprop(net, net->grads, NULL)) {
+        if (backprop(net, net->grads)) {
             memset(net->grads, 0, net->n_params * sizeof(float));
             return MLP_ERR_NONFINITE;
         }
@@ -484,7 +489,7 @@ static mlp_status backprop_accumulate(mlp *net)
                 return MLP_ERR_NOMEM;
         }
         float *scratch = net->grads_scratch;
-        if (backprop(net, scratch, NULL) || !sum_is_finite(net->grads, scratch, net->n_params))
+        if (backprop(net, scratch) || !sum_is_finite(net->grads, scratch, net->n_params))
             return MLP_ERR_NONFINITE;
         for (size_t i = 0; i < net->n_params; i++)
             net->grads[i] += scratch[i];
@@ -540,10 +545,10 @@ mlp_status mlp_backward(mlp *net, const mlp_loss *loss, const float *target, flo
 }
 
 /* mlp_train_step's plain-SGD step for one sample through small layers,
- * with grad_z holding the output layer's dL/dz: backprop updates each
- * layer in place as it reaches it, after a copy of the parameters is kept
- * in grads_scratch to put back if any new value is not finite. The values
- * round as mlp_step's from mlp_backward's gradients. */
+ * with grad_z holding the output layer's dL/dz: each layer is updated in
+ * place as backward reaches it, its old values kept in grads_scratch to
+ * put back if any new value is not finite. The values round as mlp_step's
+ * from mlp_backward's gradients. */
 static mlp_status small_sgd_step(mlp *net, const mlp_optimizer *opt)
 {
     if (!net->grads_scratch) {
@@ -552,9 +557,8 @@ static mlp_status small_sgd_step(mlp *net, const mlp_optimizer *opt)
             return MLP_ERR_NOMEM;
     }
     const mlp_sgd_rule sgd = {(float)opt->learning_rate, (float)opt->weight_decay};
-    copy_floats(net->grads_scratch, net->params, net->n_params);
-    if (backprop(net, NULL, &sgd)) {
-        copy_floats(net->params, net->grads_scratch, net->n_params);
+    if (mlp_small_sgd_net(net, &sgd, net->grads_scratch)) {
+        memcpy(net->params, net->grads_scratch, net->n_params * sizeof(float));
         return MLP_ERR_NONFINITE;
     }
     mlp_record_step(net, MLP_OPT_SGD);

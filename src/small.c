@@ -49,7 +49,7 @@ static inline float where_positive(float z, float v)
 
 /* out = where_positive(z, v), four at a time where SSE2 is available (every
  * x86-64): CMPGTPS then ANDPS make exactly the ReLU's choice. out may be v. */
-static void relu4(size_t n, const float *z, const float *v, float *out)
+static MLP_ALWAYS_INLINE void relu4(size_t n, const float *z, const float *v, float *out)
 {
     size_t i = 0;
 #ifdef __SSE2__
@@ -66,10 +66,13 @@ static void relu4(size_t n, const float *z, const float *v, float *out)
 
 /* a = f(z): the ReLU four at a time, the other built-in activations as
  * the kernels' epilogue applies them, any other by its vtable. */
-static void activate(const mlp_dense *d, size_t n, float *z, float *a)
+static MLP_ALWAYS_INLINE void activate(const mlp_dense *d, size_t n, float *z, float *a)
 {
     if (d->fused == MLP_FUSED_RELU) {
         relu4(n, z, z, a);
+    } else if (d->fused == MLP_FUSED_SIGMOID) { /* the usual output: no epilogue set-up */
+        for (size_t i = 0; i < n; i++)
+            a[i] = mlp_sigmoidf(z[i]);
     } else if (d->fused != MLP_FUSED_NONE) {
         const mlp_epilogue forward = {d->fused, 0, a, NULL, NULL, n, NULL};
         mlp_epilogue_block(&forward, 0, 0, 1, n, z, n);
@@ -105,6 +108,17 @@ static MLP_ALWAYS_INLINE void product(size_t in, size_t out, const float *x, con
                                       const float *b, float *z)
 {
     size_t o = 0;
+#ifdef __SSE2__
+    if (in == 2) { /* rows o..o+3 are 8 floats: split into the two columns */
+        for (const __m128 x0 = _mm_set1_ps(x[0]), x1 = _mm_set1_ps(x[1]); o + 4 <= out; o += 4) {
+            __m128 lo = _mm_loadu_ps(w + 2 * o), hi = _mm_loadu_ps(w + 2 * o + 4);
+            __m128 c0 = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+            __m128 c1 = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+            __m128 sum = _mm_add_ps(_mm_mul_ps(x0, c0), _mm_mul_ps(x1, c1));
+            _mm_storeu_ps(z + o, _mm_add_ps(_mm_loadu_ps(b + o), sum));
+        }
+    }
+#endif
     for (; o + 4 <= out; o += 4) {
         const float *w0 = w + o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
 #ifdef __SSE2__
@@ -161,7 +175,8 @@ static MLP_ALWAYS_INLINE void product(size_t in, size_t out, const float *x, con
     }
 }
 
-void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, float *z, float *a)
+static MLP_ALWAYS_INLINE void forward(const mlp_dense *d, const float *params, const float *x,
+                                      float *z, float *a)
 {
     const float *w = params + d->w_offset, *b = params + d->b_offset;
     switch (d->fan_in) {
@@ -172,6 +187,22 @@ void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, 
     default: product(d->fan_in, d->units, x, w, b, z); break;
     }
     activate(d, d->units, z, a);
+}
+
+void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, float *z, float *a)
+{
+    forward(d, params, x, z, a);
+}
+
+void mlp_small_forward_net(const mlp *net, const float *x)
+{
+    float *z = net->z_cache, *a = net->a_cache;
+    for (size_t l = 0; l < net->n_layers; l++) {
+        const mlp_dense *d = &net->layers[l];
+        forward(d, net->params, x, z, a);
+        x = a;
+        z += d->units, a += d->units;
+    }
 }
 
 /* dW = dz x^T and db = dz of one small layer, inlined with in a constant
@@ -227,27 +258,38 @@ static MLP_ALWAYS_INLINE int gradients(size_t in, size_t out, const float *x, co
 }
 
 #ifdef __SSE2__
-/* Four plain-SGD updates (mlp_sgd) from the gradients g, stored to dst;
- * returns a lane mask of the new weights that are NaN or Inf. */
-static inline __m128i sgd4(const float *w, __m128 g, __m128 lr, __m128 wd, float *dst)
+/* Four plain-SGD updates (mlp_sgd) of w in place from the gradients g,
+ * the old values kept in old; returns a lane mask of the new weights that
+ * are NaN or Inf. */
+static inline __m128i sgd4(float *w, __m128 g, __m128 lr, __m128 wd, float *old)
 {
     const __m128i exponent = _mm_set1_epi32(0x7f800000);
     __m128 wv = _mm_loadu_ps(w);
     __m128 nw = _mm_sub_ps(wv, _mm_mul_ps(lr, _mm_add_ps(g, _mm_mul_ps(wd, wv))));
-    _mm_storeu_ps(dst, nw);
+    _mm_storeu_ps(old, wv);
+    _mm_storeu_ps(w, nw);
     __m128i e = _mm_and_si128(_mm_castps_si128(nw), exponent);
     return _mm_cmpeq_epi32(e, exponent);
 }
 #endif
 
-/* The new weights and biases of one small layer after a plain-SGD step on
- * dW = dz x^T, db = dz (see mlp_small_sgd), inlined like gradients();
- * nw and nb may be w and b. Vector and scalar code round alike: each
- * weight is mlp_sgd of the product dz[o] * x[i]. Returns nonzero if any
- * new value is NaN or Inf. */
-static MLP_ALWAYS_INLINE int sgd_update(size_t in, size_t out, const float *w, const float *b,
-                                        const float *x, const float *dz, float lr, float wd,
-                                        float *nw, float *nb)
+/* One plain-SGD update of *w in place from the gradient g, the old value
+ * kept in *old; returns nonzero if the new one is NaN or Inf. */
+static inline int sgd1(float *w, float g, float lr, float wd, float *old)
+{
+    float v = mlp_sgd(*w, g, lr, wd);
+    *old = *w;
+    *w = v;
+    return mlp_nonfinite(v);
+}
+
+/* A plain-SGD step of one small layer's weights w and biases b in place,
+ * on dW = dz x^T, db = dz, inlined like gradients(); the old values are
+ * kept in ow and ob. Vector and scalar code round alike: each weight is
+ * mlp_sgd of the product dz[o] * x[i]. Returns nonzero if any new value
+ * is NaN or Inf. */
+static MLP_ALWAYS_INLINE int sgd_update(size_t in, size_t out, float *w, float *b, const float *x,
+                                        const float *dz, float lr, float wd, float *ow, float *ob)
 {
     int bad = 0;
     size_t o = 0;
@@ -255,59 +297,43 @@ static MLP_ALWAYS_INLINE int sgd_update(size_t in, size_t out, const float *w, c
     const __m128 lrv = _mm_set1_ps(lr), wdv = _mm_set1_ps(wd);
     __m128i nonfinite = _mm_setzero_si128();
     for (; o + 4 <= out; o += 4)
-        nonfinite = _mm_or_si128(nonfinite, sgd4(b + o, _mm_loadu_ps(dz + o), lrv, wdv, nb + o));
+        nonfinite = _mm_or_si128(nonfinite, sgd4(b + o, _mm_loadu_ps(dz + o), lrv, wdv, ob + o));
     if (in == 1) { /* W is a column: dz times one input */
         size_t j = 0;
         for (__m128 xv = _mm_set1_ps(x[0]); j + 4 <= out; j += 4) {
             __m128 g = _mm_mul_ps(_mm_loadu_ps(dz + j), xv);
-            nonfinite = _mm_or_si128(nonfinite, sgd4(w + j, g, lrv, wdv, nw + j));
+            nonfinite = _mm_or_si128(nonfinite, sgd4(w + j, g, lrv, wdv, ow + j));
         }
-        for (; j < out; j++) {
-            float v = mlp_sgd(w[j], dz[j] * x[0], lr, wd);
-            nw[j] = v;
-            bad |= mlp_nonfinite(v);
-        }
+        for (; j < out; j++)
+            bad |= sgd1(w + j, dz[j] * x[0], lr, wd, ow + j);
     } else if (in == 2) { /* two rows at a time */
         size_t j = 0;
         for (__m128 xv = _mm_set_ps(x[1], x[0], x[1], x[0]); j + 2 <= out; j += 2) {
             __m128 g = _mm_mul_ps(_mm_set_ps(dz[j + 1], dz[j + 1], dz[j], dz[j]), xv);
-            nonfinite = _mm_or_si128(nonfinite, sgd4(w + 2 * j, g, lrv, wdv, nw + 2 * j));
+            nonfinite = _mm_or_si128(nonfinite, sgd4(w + 2 * j, g, lrv, wdv, ow + 2 * j));
         }
         for (; j < out; j++)
-            for (size_t i = 0; i < 2; i++) {
-                float v = mlp_sgd(w[2 * j + i], dz[j] * x[i], lr, wd);
-                nw[2 * j + i] = v;
-                bad |= mlp_nonfinite(v);
-            }
+            for (size_t i = 0; i < 2; i++)
+                bad |= sgd1(w + 2 * j + i, dz[j] * x[i], lr, wd, ow + 2 * j + i);
     } else {
         for (size_t j = 0; j < out; j++) {
-            const float *wj = w + j * in;
-            float *nwj = nw + j * in;
-            size_t i = 0;
-            for (__m128 g = _mm_set1_ps(dz[j]); i + 4 <= in; i += 4)
-                nonfinite = _mm_or_si128(
-                    nonfinite, sgd4(wj + i, _mm_mul_ps(g, _mm_loadu_ps(x + i)), lrv, wdv, nwj + i));
-            for (; i < in; i++) {
-                float v = mlp_sgd(wj[i], dz[j] * x[i], lr, wd);
-                nwj[i] = v;
-                bad |= mlp_nonfinite(v);
+            size_t i = 0, row = j * in;
+            for (__m128 g = _mm_set1_ps(dz[j]); i + 4 <= in; i += 4) {
+                __m128 gi = _mm_mul_ps(g, _mm_loadu_ps(x + i));
+                nonfinite = _mm_or_si128(nonfinite, sgd4(w + row + i, gi, lrv, wdv, ow + row + i));
             }
+            for (; i < in; i++)
+                bad |= sgd1(w + row + i, dz[j] * x[i], lr, wd, ow + row + i);
         }
     }
     bad |= _mm_movemask_epi8(nonfinite) != 0;
 #else
     for (size_t j = 0; j < out; j++)
-        for (size_t i = 0; i < in; i++) {
-            float v = mlp_sgd(w[j * in + i], dz[j] * x[i], lr, wd);
-            nw[j * in + i] = v;
-            bad |= mlp_nonfinite(v);
-        }
+        for (size_t i = 0; i < in; i++)
+            bad |= sgd1(w + j * in + i, dz[j] * x[i], lr, wd, ow + j * in + i);
 #endif
-    for (; o < out; o++) {
-        float v = mlp_sgd(b[o], dz[o], lr, wd);
-        nb[o] = v;
-        bad |= mlp_nonfinite(v);
-    }
+    for (; o < out; o++)
+        bad |= sgd1(b + o, dz[o], lr, wd, ob + o);
     return bad;
 }
 
@@ -332,9 +358,13 @@ static MLP_ALWAYS_INLINE void input_gradient(size_t in, size_t out, const float 
     }
 }
 
-void mlp_small_input_gradient(const mlp_dense *d, const float *w, const float *dz,
-                              const mlp_dense *prev, const float *prev_z, const float *prev_a,
-                              float *dx)
+/* dx = dL/dx of a small layer from its dL/dz dz, taken on in place through
+ * the previous layer's activation to dL/d(prev z) if that is a built-in one
+ * (prev->fused), from prev_z and prev_a. */
+static MLP_ALWAYS_INLINE void small_input_gradient(const mlp_dense *d, const float *w,
+                                                   const float *dz, const mlp_dense *prev,
+                                                   const float *prev_z, const float *prev_a,
+                                                   float *dx)
 {
     size_t n = d->fan_in;
     switch (n) {
@@ -366,22 +396,38 @@ int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, 
     default: bad = gradients(d->fan_in, d->units, x, dz, dw, db); break;
     }
     if (prev)
-        mlp_small_input_gradient(d, params + d->w_offset, dz, prev, prev_z, prev_a, dx);
+        small_input_gradient(d, params + d->w_offset, dz, prev, prev_z, prev_a, dx);
     return bad;
 }
 
-int mlp_small_sgd(const mlp_dense *d, float *params, const float *x, const float *dz,
-                  const mlp_sgd_rule *sgd, const mlp_dense *prev, const float *prev_z,
-                  const float *prev_a, float *dx)
+int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old)
 {
-    float *w = params + d->w_offset, *b = params + d->b_offset, lr = sgd->lr, wd = sgd->wd;
-    if (prev) /* with the weights before the step */
-        mlp_small_input_gradient(d, w, dz, prev, prev_z, prev_a, dx);
-    switch (d->fan_in) {
-    case 1: return sgd_update(1, d->units, w, b, x, dz, lr, wd, w, b);
-    case 2: return sgd_update(2, d->units, w, b, x, dz, lr, wd, w, b);
-    case 3: return sgd_update(3, d->units, w, b, x, dz, lr, wd, w, b);
-    case 4: return sgd_update(4, d->units, w, b, x, dz, lr, wd, w, b);
-    default: return sgd_update(d->fan_in, d->units, w, b, x, dz, lr, wd, w, b);
+    float *dz = net->grad_z, *spare = net->grad_a, lr = sgd->lr, wd = sgd->wd;
+    int bad = 0;
+    for (size_t l = net->n_layers; l-- > 0;) {
+        const mlp_dense *d = &net->layers[l], *prev = l > 0 ? d - 1 : NULL;
+        float *w = net->params + d->w_offset, *b = net->params + d->b_offset;
+        float *ow = old + d->w_offset, *ob = old + d->b_offset;
+        const float *x = prev ? net->a_cache + prev->z_offset : net->x_cache;
+        /* dL/d(prev a) first, with the weights before the step */
+        if (prev)
+            small_input_gradient(d, w, dz, prev, net->z_cache + prev->z_offset, x, spare);
+        switch (d->fan_in) {
+        case 1: bad |= sgd_update(1, d->units, w, b, x, dz, lr, wd, ow, ob); break;
+        case 2: bad |= sgd_update(2, d->units, w, b, x, dz, lr, wd, ow, ob); break;
+        case 3: bad |= sgd_update(3, d->units, w, b, x, dz, lr, wd, ow, ob); break;
+        case 4: bad |= sgd_update(4, d->units, w, b, x, dz, lr, wd, ow, ob); break;
+        default: bad |= sgd_update(d->fan_in, d->units, w, b, x, dz, lr, wd, ow, ob); break;
+        }
+        if (!prev)
+            break;
+        if (prev->fused) { /* spare holds the next dz */
+            float *t = dz;
+            dz = spare, spare = t;
+        } else {
+            prev->activation->backward(prev->activation, 1, prev->units,
+                                       net->z_cache + prev->z_offset, x, spare, dz);
+        }
     }
+    return bad;
 }
