@@ -400,7 +400,10 @@ MLP_API mlp_status mlp_step(mlp *net, const mlp_optimizer *opt);
  * sample at a time: with plain SGD (no clip_norm) through layers of at
  * most 4096 weights each, backward and the update are one pass.
  * It does not combine with gradients accumulated by mlp_backward: call
- * mlp_step or mlp_zero_grad first.
+ * mlp_step or mlp_zero_grad first. The gradient buffer holds zeros after
+ * it, as after mlp_step, except where values were written into it through
+ * mlp_grads while no gradients were pending: those may stay (the fused
+ * steps do not clear a buffer they never used).
  * Returns MLP_ERR_INVALID (as mlp_forward, mlp_backward or mlp_step would),
  * MLP_ERR_STATE (gradients are pending), MLP_ERR_NONFINITE (NaN/Inf in x,
  * target, the outputs, loss or gradients, or an update that would

@@ -135,6 +135,11 @@ void mlp_small_forward_net(const mlp *net, const float *x);
  * or Inf: then the caller puts old back. */
 int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old);
 
+/* A plain-SGD step on n parameters w from their gradients g (mlp_sgd), in
+ * place: the old values go to old and g is cleared. Returns nonzero if any
+ * new value is NaN or Inf. On all OpenMP threads when n is large. */
+int mlp_sgd_span(size_t n, float *w, float *g, float *old, float lr, float wd);
+
 /* Whether an optimizer description is valid (mlp_step's MLP_ERR_INVALID). */
 bool mlp_optimizer_ok(const mlp_optimizer *opt);
 

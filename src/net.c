@@ -423,8 +423,15 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
 /* Backpropagates net->grad_z, which holds dL/dz of the output layer, and
  * writes the parameter gradients into dest (overwriting it). Returns
  * nonzero if any of them is NaN or Inf, checked layer by layer. grad_z and
- * grad_a take turns holding each layer's dL/dz. */
-static int backprop(mlp *net, float *dest)
+ * grad_a take turns holding each layer's dL/dz.
+ * With sgd (mlp_train_step; dest is net->grads), each layer's parameters
+ * take a plain-SGD step as soon as their gradients are known (they are
+ * still in the cache), after dL/dx, which needs the weights before the
+ * step. The old values go to grads_scratch, the gradients are left
+ * cleared, and the return value reports NaN or Inf among the new
+ * parameters; every layer is processed anyway, so the caller can put all
+ * the old values back. */
+static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
 {
     size_t batch = net->batch;
     float *dz = net->grad_z, *spare = net->grad_a;
@@ -440,14 +447,18 @@ static int backprop(mlp *net, float *dest)
         if (mlp_small_layer(d, batch)) {
             bad |= mlp_small_backward(d, net->params, in, dz, dest, prev, prev_z, in, spare);
         } else {
-            bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
-                                         dest + d->b_offset, net->kernel_work);
             if (prev) {
                 const mlp_epilogue fused = {prev->fused, 1, NULL, prev_z, in, prev->units, NULL};
                 mlp_dense_grad_input(batch, d->fan_in, d->units, dz, net->params + d->w_offset,
                                      spare, prev->fused ? &fused : NULL, net->kernel_work);
             }
+            bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
+                                         dest + d->b_offset, net->kernel_work);
         }
+        if (sgd) /* W and b are one span */
+            bad |= mlp_sgd_span(d->units * (d->fan_in + 1), net->params + d->w_offset,
+                                dest + d->w_offset, net->grads_scratch + d->w_offset, sgd->lr,
+                                sgd->wd);
         if (!prev)
             break;
         if (prev->fused) { /* spare holds the next dz */
@@ -478,7 +489,7 @@ static mlp_status backprop_accumulate(mlp *net)
     if (!mlp_all_finite(net->grad_z, net->batch * net->layers[net->n_layers - 1].units))
         return MLP_ERR_NONFINITE;
     if (!net->grads_pending) {
-        if (backprop(net, net->grads)) {
+        if (backprop(net, net->grads, NULL)) {
             memset(net->grads, 0, net->n_params * sizeof(float));
             return MLP_ERR_NONFINITE;
         }
@@ -489,7 +500,7 @@ static mlp_status backprop_accumulate(mlp *net)
                 return MLP_ERR_NOMEM;
         }
         float *scratch = net->grads_scratch;
-        if (backprop(net, scratch) || !sum_is_finite(net->grads, scratch, net->n_params))
+        if (backprop(net, scratch, NULL) || !sum_is_finite(net->grads, scratch, net->n_params))
             return MLP_ERR_NONFINITE;
         for (size_t i = 0; i < net->n_params; i++)
             net->grads[i] += scratch[i];
@@ -544,12 +555,13 @@ mlp_status mlp_backward(mlp *net, const mlp_loss *loss, const float *target, flo
     return st;
 }
 
-/* mlp_train_step's plain-SGD step for one sample through small layers,
- * with grad_z holding the output layer's dL/dz: each layer is updated in
- * place as backward reaches it, its old values kept in grads_scratch to
- * put back if any new value is not finite. The values round as mlp_step's
- * from mlp_backward's gradients. */
-static mlp_status small_sgd_step(mlp *net, const mlp_optimizer *opt)
+/* mlp_train_step's plain-SGD step, from grad_z holding the output layer's
+ * dL/dz: each layer is updated in place as backward reaches it, its old
+ * values kept in grads_scratch to put back if any new value is not
+ * finite; the gradients stay cleared. One sample through small layers
+ * takes the tiny path. The values round as mlp_step's from mlp_backward's
+ * gradients. */
+static mlp_status sgd_step(mlp *net, const mlp_optimizer *opt)
 {
     if (!net->grads_scratch) {
         net->grads_scratch = mlp_alloc(&net->allocator, net->n_params, sizeof(float));
@@ -557,7 +569,9 @@ static mlp_status small_sgd_step(mlp *net, const mlp_optimizer *opt)
             return MLP_ERR_NOMEM;
     }
     const mlp_sgd_rule sgd = {(float)opt->learning_rate, (float)opt->weight_decay};
-    if (mlp_small_sgd_net(net, &sgd, net->grads_scratch)) {
+    int bad = net->batch == 1 && net->all_small ? mlp_small_sgd_net(net, &sgd, net->grads_scratch)
+                                                : backprop(net, net->grads, &sgd);
+    if (bad) {
         memcpy(net->params, net->grads_scratch, net->n_params * sizeof(float));
         return MLP_ERR_NONFINITE;
     }
@@ -582,8 +596,8 @@ mlp_status mlp_train_step(mlp *net, size_t batch, const float *x, const mlp_loss
         st = output_gradient(net, loss, target, loss_out != NULL, &value);
     if (st != MLP_OK)
         return st;
-    if (batch == 1 && net->all_small && opt->kind == MLP_OPT_SGD && opt->clip_norm == 0.0) {
-        st = small_sgd_step(net, opt);
+    if (opt->kind == MLP_OPT_SGD && opt->clip_norm == 0.0) {
+        st = sgd_step(net, opt);
     } else {
         /* backward's gradients then mlp_step; on failure the gradients are
          * zero again, as they were. */

@@ -233,6 +233,47 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
     return bad;
 }
 
+/* The clones are resolved inside this file: clang wants a multiversioned
+ * function's first declaration to carry the attribute. */
+MLP_VECTOR_CLONES static int sgd_span(size_t n, float *w, float *g, float *old, float lr, float wd)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float wi = w[i], v = mlp_sgd(wi, g[i], lr, wd);
+        old[i] = wi;
+        w[i] = v;
+        g[i] = 0.0f;
+        bad |= mlp_nonfinite(v);
+    }
+    return bad;
+}
+
+/* From this many parameters a step is shared among threads (with OpenMP);
+ * each element is updated on its own, so the result is the same. */
+#define PARALLEL_PARAMS 16384
+
+int mlp_sgd_span(size_t n, float *w, float *g, float *old, float lr, float wd)
+{
+    size_t ranges = 1;
+#ifdef _OPENMP
+    if (n >= PARALLEL_PARAMS)
+        ranges = (size_t)omp_get_max_threads();
+#endif
+    if (ranges == 1) /* no parallel region to enter and leave */
+        return sgd_span(n, w, g, old, lr, wd);
+    size_t width = (n + ranges - 1) / ranges;
+    int bad = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)ranges) schedule(static, 1) reduction(| : bad)
+#endif
+    for (size_t t = 0; t < ranges; t++) {
+        size_t lo = t * width;
+        if (lo < n)
+            bad |= sgd_span(n - lo < width ? n - lo : width, w + lo, g + lo, old + lo, lr, wd);
+    }
+    return bad;
+}
+
 MLP_VECTOR_CLONES static int step_check(const step_rule *r, size_t n, float *w, float *m, float *v,
                                         float *grads, float keep)
 {
@@ -270,10 +311,6 @@ static int step_small(mlp *net, const step_rule *rule, float keep)
     memset(net->grads, 0, bytes);
     return 0;
 }
-
-/* From this many parameters a step is shared among threads (with OpenMP);
- * each element is updated on its own, so the result is the same. */
-#define PARALLEL_PARAMS 16384
 
 #ifdef _OPENMP
 /* A moment buffer from parameter lo on; a kind that does not use it may

@@ -32,7 +32,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-enum { MAX_LAYERS = 4, MAX_BATCH = 64, MAX_INPUTS = 100, MAX_OUTPUTS = 10, STEPS = 20 };
+enum { MAX_LAYERS = 4, MAX_BATCH = 64, MAX_INPUTS = 300, MAX_OUTPUTS = 10, STEPS = 20 };
 
 #define SENTINEL_LOSS 12345.0f
 
@@ -70,8 +70,10 @@ typedef struct net_spec {
 } net_spec;
 
 /* Every layer of the first ones has at most 4096 weights (64 x 64 is the
- * largest); 100-64-10's first has 6400, so it never takes the fused path.
- * BCE after a softmax or user_sigmoid is not fused with the output. */
+ * largest); 100-64-10's first has 6400, so it never takes the tiny path,
+ * and 300-64-10's first, 19264 parameters, takes its SGD step on all
+ * OpenMP threads. BCE after a softmax or user_sigmoid is not fused with
+ * the output. */
 static const net_spec specs[] = {
     {2, 2, {{8, &mlp_relu}, {1, &mlp_sigmoid}}, &mlp_bce},
     {2, 2, {{8, &mlp_tanh}, {1, &mlp_identity}}, &mlp_mse},
@@ -84,6 +86,7 @@ static const net_spec specs[] = {
     {16, 3, {{64, &mlp_leaky_relu}, {64, &mlp_sigmoid}, {4, &mlp_identity}}, &mlp_mse},
     {100, 3, {{64, &mlp_relu}, {64, &mlp_tanh}, {10, &mlp_softmax}}, &mlp_cross_entropy},
     {100, 2, {{64, &mlp_gelu}, {10, &mlp_sigmoid}}, &mlp_bce},
+    {300, 2, {{64, &mlp_relu}, {10, &mlp_softmax}}, &mlp_cross_entropy},
 };
 #define N_SPECS (sizeof specs / sizeof specs[0])
 
