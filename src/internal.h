@@ -140,6 +140,12 @@ int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old);
  * new value is NaN or Inf. On all OpenMP threads when n is large. */
 int mlp_sgd_span(size_t n, float *w, float *g, float *old, float lr, float wd);
 
+/* mlp_sgd_span for one sample's gradients, straight from their factors:
+ * the out x in weights w (then the out biases) step on dW = dz x^T (and
+ * db = dz) without the gradients being stored. */
+int mlp_sgd_outer(size_t out, size_t in, float *w, const float *dz, const float *x, float *old,
+                  float lr, float wd);
+
 /* Whether an optimizer description is valid (mlp_step's MLP_ERR_INVALID). */
 bool mlp_optimizer_ok(const mlp_optimizer *opt);
 

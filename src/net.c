@@ -444,21 +444,27 @@ static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
         /* spare (batch, fan_in) = dL/d(prev a), taken on through prev's
          * activation in place when it is a built-in one: by the tiny path,
          * or in the product's epilogue. */
+        float *w = net->params + d->w_offset, *old = sgd ? net->grads_scratch + d->w_offset : NULL;
         if (mlp_small_layer(d, batch)) {
             bad |= mlp_small_backward(d, net->params, in, dz, dest, prev, prev_z, in, spare);
+            if (sgd) /* W and b are one span */
+                bad |= mlp_sgd_span(d->units * (d->fan_in + 1), w, dest + d->w_offset, old, sgd->lr,
+                                    sgd->wd);
         } else {
             if (prev) {
                 const mlp_epilogue fused = {prev->fused, 1, NULL, prev_z, in, prev->units, NULL};
-                mlp_dense_grad_input(batch, d->fan_in, d->units, dz, net->params + d->w_offset,
-                                     spare, prev->fused ? &fused : NULL, net->kernel_work);
+                mlp_dense_grad_input(batch, d->fan_in, d->units, dz, w, spare,
+                                     prev->fused ? &fused : NULL, net->kernel_work);
             }
-            bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
-                                         dest + d->b_offset, net->kernel_work);
+            if (sgd && batch == 1) /* no gradients stored at all */
+                bad |= mlp_sgd_outer(d->units, d->fan_in, w, dz, in, old, sgd->lr, sgd->wd);
+            else
+                bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
+                                             dest + d->b_offset, net->kernel_work);
+            if (sgd && batch > 1)
+                bad |= mlp_sgd_span(d->units * (d->fan_in + 1), w, dest + d->w_offset, old, sgd->lr,
+                                    sgd->wd);
         }
-        if (sgd) /* W and b are one span */
-            bad |= mlp_sgd_span(d->units * (d->fan_in + 1), net->params + d->w_offset,
-                                dest + d->w_offset, net->grads_scratch + d->w_offset, sgd->lr,
-                                sgd->wd);
         if (!prev)
             break;
         if (prev->fused) { /* spare holds the next dz */

@@ -274,6 +274,51 @@ int mlp_sgd_span(size_t n, float *w, float *g, float *old, float lr, float wd)
     return bad;
 }
 
+/* Rows [o0, o1) of mlp_sgd_outer. */
+MLP_VECTOR_CLONES static int sgd_outer_rows(size_t o0, size_t o1, size_t in, float *w,
+                                            const float *dz, const float *x, float *old, float lr,
+                                            float wd)
+{
+    int bad = 0;
+    for (size_t o = o0; o < o1; o++) {
+        float g = dz[o], *wo = w + o * in, *oldo = old + o * in;
+        for (size_t i = 0; i < in; i++) {
+            float wi = wo[i], v = mlp_sgd(wi, g * x[i], lr, wd);
+            oldo[i] = wi;
+            wo[i] = v;
+            bad |= mlp_nonfinite(v);
+        }
+    }
+    return bad;
+}
+
+int mlp_sgd_outer(size_t out, size_t in, float *w, const float *dz, const float *x, float *old,
+                  float lr, float wd)
+{
+    size_t ranges = 1;
+#ifdef _OPENMP
+    if (out * in >= PARALLEL_PARAMS)
+        ranges = (size_t)omp_get_max_threads();
+#endif
+    int bad = 0;
+    if (ranges == 1) {
+        bad = sgd_outer_rows(0, out, in, w, dz, x, old, lr, wd);
+    } else {
+        size_t width = (out + ranges - 1) / ranges;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)ranges) schedule(static, 1) reduction(| : bad)
+#endif
+        for (size_t t = 0; t < ranges; t++) {
+            size_t o0 = t * width, o1 = o0 + width < out ? o0 + width : out;
+            if (o0 < o1)
+                bad |= sgd_outer_rows(o0, o1, in, w, dz, x, old, lr, wd);
+        }
+    }
+    /* The biases, right after W, one per row: their gradient is dz. */
+    const float one = 1.0f;
+    return bad | sgd_outer_rows(0, out, 1, w + out * in, dz, &one, old + out * in, lr, wd);
+}
+
 MLP_VECTOR_CLONES static int step_check(const step_rule *r, size_t n, float *w, float *m, float *v,
                                         float *grads, float keep)
 {
