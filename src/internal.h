@@ -96,7 +96,8 @@ static inline bool mlp_small_layer(const mlp_dense *d, size_t rows)
 
 mlp_fused mlp_fused_kind(const mlp_activation *act);
 
-/* One sample through a small layer: z = W x + b, a = f(z). */
+/* One sample through a small layer: z = W x + b, a = f(z) (unless a is
+ * NULL). */
 void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, float *z, float *a);
 
 /* One sample back through a small layer: dz (units) is dL/dz, x (fan_in)
@@ -123,8 +124,9 @@ typedef struct mlp_sgd_rule {
 
 /* One sample forward through a network whose layers are all small
  * (net->all_small) into its training cache: each layer as
- * mlp_small_forward, without a call per layer. */
-void mlp_small_forward_net(const mlp *net, const float *x);
+ * mlp_small_forward, without a call per layer; the output layer's
+ * activation only if outputs is set. */
+void mlp_small_forward_net(const mlp *net, const float *x, bool outputs);
 
 /* The tiny path's plain-SGD step for one sample through a network whose
  * layers are all small, fused with backward: from dL/dz of the output layer

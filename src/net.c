@@ -301,6 +301,7 @@ size_t mlp_kernel_workspace(const mlp *net, size_t batch)
     return most;
 }
 
+/* z = x W^T + b and, unless a is NULL, a = f(z). */
 static void layer_forward(const mlp *net, const mlp_dense *d, size_t rows, const float *x, float *z,
                           float *a, mlp_work work)
 {
@@ -311,8 +312,8 @@ static void layer_forward(const mlp *net, const mlp_dense *d, size_t rows, const
     /* A built-in activation runs in the product's epilogue. */
     const mlp_epilogue fused = {d->fused, 0, a, NULL, NULL, d->units, NULL};
     mlp_dense_forward(rows, d->fan_in, d->units, x, net->params + d->w_offset,
-                      net->params + d->b_offset, z, d->fused ? &fused : NULL, work);
-    if (!d->fused)
+                      net->params + d->b_offset, z, a && d->fused ? &fused : NULL, work);
+    if (a && !d->fused)
         d->activation->forward(d->activation, rows, d->units, z, a);
 }
 
@@ -363,8 +364,9 @@ static bool take_inputs(mlp *net, const float *x, size_t n)
 
 /* The forward pass of mlp_forward into the training cache, without
  * arguments to check or state to set: the outputs are left in the last
- * layer's cached a. */
-static mlp_status run_forward(mlp *net, size_t batch, const float *x)
+ * layer's cached a. Without outputs, the output layer's activation is left
+ * out (a loss fused with it needs only z). */
+static mlp_status run_forward(mlp *net, size_t batch, const float *x, bool outputs)
 {
     /* Bad input is reported as such, before any allocation could fail;
      * when the cache is big enough, the copy below checks it instead. */
@@ -377,25 +379,21 @@ static mlp_status run_forward(mlp *net, size_t batch, const float *x)
         return MLP_ERR_NONFINITE;
 
     net->batch = batch;
+    const mlp_dense *last = &net->layers[net->n_layers - 1];
     if (batch == 1 && net->all_small) {
-        mlp_small_forward_net(net, x);
-        const mlp_dense *last = &net->layers[net->n_layers - 1];
-        return mlp_all_finite(cached_z(net, last), last->units) &&
-                       mlp_all_finite(cached_a(net, last), last->units)
-                   ? MLP_OK
-                   : MLP_ERR_NONFINITE;
+        mlp_small_forward_net(net, x, outputs);
+    } else {
+        const float *in = x; /* the same values; not read back from the copy */
+        for (size_t l = 0; l < net->n_layers; l++) {
+            const mlp_dense *d = &net->layers[l];
+            float *a = outputs || d != last ? cached_a(net, d) : NULL;
+            layer_forward(net, d, batch, in, cached_z(net, d), a, net->kernel_work);
+            in = a;
+        }
     }
-    const float *in = x;                        /* the same values; not read back from the copy */
-    float *z = net->z_cache, *a = net->a_cache; /* as cached_z and cached_a */
-    size_t n_out = 0;
-    for (size_t l = 0; l < net->n_layers; l++) {
-        const mlp_dense *d = &net->layers[l];
-        n_out = batch * d->units;
-        layer_forward(net, d, batch, in, z, a, net->kernel_work);
-        in = a;
-        z += n_out, a += n_out;
-    }
-    if (!mlp_all_finite(z - n_out, n_out) || !mlp_all_finite(in, n_out))
+    size_t n_out = batch * last->units;
+    if (!mlp_all_finite(cached_z(net, last), n_out) ||
+        (outputs && !mlp_all_finite(cached_a(net, last), n_out)))
         return MLP_ERR_NONFINITE;
     return MLP_OK;
 }
@@ -407,7 +405,7 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
     net->forward_pending = false; /* on any error, as documented */
     if (!x || !mlp_batch_ok(net, batch))
         return MLP_ERR_INVALID;
-    mlp_status st = run_forward(net, batch, x);
+    mlp_status st = run_forward(net, batch, x, true);
     if (st != MLP_OK)
         return st;
     if (y) {
@@ -596,8 +594,14 @@ mlp_status mlp_train_step(mlp *net, size_t batch, const float *x, const mlp_loss
         return MLP_ERR_INVALID;
     if (net->grads_pending)
         return MLP_ERR_STATE;
+    /* The output activation is left out where the loss is fused with it
+     * and cannot make a NaN or Inf from a finite z (as it could not fail
+     * mlp_forward then). */
+    const mlp_activation *out_act = net->layers[net->n_layers - 1].activation;
+    bool outputs = !(loss->fused_activation == out_act &&
+                     (out_act == &mlp_softmax || out_act == &mlp_sigmoid));
     double value;
-    mlp_status st = run_forward(net, batch, x);
+    mlp_status st = run_forward(net, batch, x, outputs);
     if (st == MLP_OK)
         st = output_gradient(net, loss, target, loss_out != NULL, &value);
     if (st != MLP_OK)

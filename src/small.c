@@ -186,7 +186,8 @@ static MLP_ALWAYS_INLINE void forward(const mlp_dense *d, const float *params, c
     case 4: product(4, d->units, x, w, b, z); break;
     default: product(d->fan_in, d->units, x, w, b, z); break;
     }
-    activate(d, d->units, z, a);
+    if (a)
+        activate(d, d->units, z, a);
 }
 
 void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, float *z, float *a)
@@ -194,12 +195,12 @@ void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, 
     forward(d, params, x, z, a);
 }
 
-void mlp_small_forward_net(const mlp *net, const float *x)
+void mlp_small_forward_net(const mlp *net, const float *x, bool outputs)
 {
     float *z = net->z_cache, *a = net->a_cache;
     for (size_t l = 0; l < net->n_layers; l++) {
         const mlp_dense *d = &net->layers[l];
-        forward(d, net->params, x, z, a);
+        forward(d, net->params, x, z, outputs || l + 1 < net->n_layers ? a : NULL);
         x = a;
         z += d->units, a += d->units;
     }
