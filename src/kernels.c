@@ -87,16 +87,25 @@ static enum CBLAS_TRANSPOSE blas_op(const mlp_matrix *x, size_t rows, size_t col
 }
 #endif
 
+/* Rows [0, m) of C, columns [j0, j1), set to bias[j0, j1): for a product
+ * that adds to them, on the thread that computes those columns. */
+static void set_bias(size_t m, size_t j0, size_t j1, const float *bias, float *c, size_t ldc)
+{
+    for (size_t r = 0; bias && r < m; r++)
+        memcpy(c + r * ldc + j0, bias + j0, (j1 - j0) * sizeof(float));
+}
+
 /* C = A B (+ C if add), then the epilogue, through the chosen kernels, on
  * several threads when it is large and the workspace holds a packing set
- * for each. */
+ * for each. With bias, C first has it in every row (and add is set). */
 static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_matrix *b, float *c,
-                 size_t ldc, int add, const mlp_epilogue *epi, mlp_work work)
+                 size_t ldc, int add, const float *bias, const mlp_epilogue *epi, mlp_work work)
 {
 #ifdef MLP_HAVE_CBLAS
     /* Shapes are bounded by MLP_MAX_UNITS and MLP_MAX_BATCH: they fit int. */
     int lda, ldb;
     enum CBLAS_TRANSPOSE op_a = blas_op(a, m, k, &lda), op_b = blas_op(b, k, n, &ldb);
+    set_bias(m, 0, n, bias, c, ldc);
     cblas_sgemm(CblasRowMajor, op_a, op_b, (int)m, (int)n, (int)k, 1.0f, a->data, lda, b->data, ldb,
                 add ? 1.0f : 0.0f, c, (int)ldc);
     if (epi)
@@ -122,6 +131,7 @@ static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_ma
             mlp_epilogue own = epi ? *epi : (mlp_epilogue){0};
             own.nonfinite = epi && epi->nonfinite ? &mine : NULL;
             if (j0 < j1) {
+                set_bias(m, j0, j1, bias, c, ldc);
                 const mlp_matrix part = {b->data + j0 * b->col_stride, b->row_stride,
                                          b->col_stride};
                 ks->gemm(m, j1 - j0, k, a, &part, c + j0, ldc, add, epi ? &own : NULL, j0,
@@ -133,6 +143,7 @@ static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_ma
             *epi->nonfinite = 1;
         return;
     }
+    set_bias(m, 0, n, bias, c, ldc);
     ks->gemm(m, n, k, a, b, c, ldc, add, epi, 0, work.data);
 #endif
 }
@@ -149,10 +160,8 @@ void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const
                 z[r * out + o] = b[o] + sum;
             }
     } else if (use_gemm(rows, in, out)) {
-        for (size_t r = 0; r < rows; r++)
-            memcpy(z + r * out, b, out * sizeof(float));
         const mlp_matrix xm = {x, in, 1}, wt = {w, 1, in}; /* W^T: (in, out) */
-        gemm(rows, out, in, &xm, &wt, z, out, 1, epi, work);
+        gemm(rows, out, in, &xm, &wt, z, out, 1, b, epi, work);
         return; /* the epilogue ran tile by tile */
     } else {
         memcpy(z, b, out * sizeof(float));
@@ -196,7 +205,7 @@ int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, c
         /* dW checked tile by tile, on the thread that computed it. */
         const mlp_epilogue check = {MLP_FUSED_NONE, 0, NULL, NULL, NULL, 0, &bad};
         const mlp_matrix dzt = {dz, 1, out}, xm = {x, in, 1}; /* dz^T: (out, rows) */
-        gemm(out, in, rows, &dzt, &xm, dw, in, 0, &check, work);
+        gemm(out, in, rows, &dzt, &xm, dw, in, 0, NULL, &check, work);
         return bad;
     }
     memset(dw, 0, out * in * sizeof *dw);
@@ -217,7 +226,7 @@ void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, c
 {
     if (use_gemm(rows, in, out)) {
         const mlp_matrix dzm = {dz, out, 1}, wm = {w, in, 1};
-        gemm(rows, in, out, &dzm, &wm, dx, in, 0, epi, work);
+        gemm(rows, in, out, &dzm, &wm, dx, in, 0, NULL, epi, work);
         return;
     }
     for (size_t r = 0; r < rows; r++) {
