@@ -96,6 +96,21 @@ static inline bool mlp_small_layer(const mlp_dense *d, size_t rows)
 
 mlp_fused mlp_fused_kind(const mlp_activation *act);
 
+/* Backward's hand-over to the layer before, prev: *spare holds dL/d(prev
+ * a), already taken on to dL/d(prev z) in place if prev's activation is a
+ * built-in one (then the two buffers trade places), else prev's vtable
+ * takes it into *dz, from prev's z and a. */
+static inline void mlp_next_dz(const mlp_dense *prev, size_t rows, const float *z, const float *a,
+                               float **dz, float **spare)
+{
+    if (prev->fused) {
+        float *t = *dz;
+        *dz = *spare, *spare = t;
+    } else {
+        prev->activation->backward(prev->activation, rows, prev->units, z, a, *spare, *dz);
+    }
+}
+
 /* One sample through a small layer: z = W x + b, a = f(z) (unless a is
  * NULL). */
 void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, float *z, float *a);
@@ -157,6 +172,11 @@ void mlp_record_step(mlp *net, mlp_optimizer_kind kind);
 
 /* Moment buffers an optimizer kind keeps (0, 1 or 2). */
 int mlp_moments_needed(int kind);
+
+/* part(ctx, lo, len) over [0, n) in one contiguous range per OpenMP thread
+ * when n >= threshold (and there are threads), else in one call; returns
+ * the OR of what the calls return. */
+int mlp_split(size_t n, size_t threshold, int (*part)(void *ctx, size_t lo, size_t len), void *ctx);
 
 /* Whether every value is finite; a few values inline (a tiny network's
  * forward checks its inputs and outputs), more vectorised. */

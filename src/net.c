@@ -75,18 +75,17 @@ MLP_VECTOR_CLONES static bool copy_finite(float *restrict dst, const float *rest
     return !bad;
 }
 
-/* copy_finite, split among OpenMP threads when there are any and n is
- * large. The clones are resolved inside this file: clang wants a
- * multiversioned function's first declaration to carry the attribute. */
-static bool copy_finite_wide(float *dst, const float *v, size_t n)
+int mlp_split(size_t n, size_t threshold, int (*part)(void *ctx, size_t lo, size_t len), void *ctx)
 {
     size_t ranges = 1;
 #ifdef _OPENMP
-    if (n >= 32768)
+    if (n >= threshold)
         ranges = (size_t)omp_get_max_threads();
+#else
+    (void)threshold;
 #endif
     if (ranges == 1) /* no parallel region to enter and leave */
-        return copy_finite(dst, v, n);
+        return part(ctx, 0, n);
     size_t width = (n + ranges - 1) / ranges;
     int bad = 0;
 #ifdef _OPENMP
@@ -95,9 +94,30 @@ static bool copy_finite_wide(float *dst, const float *v, size_t n)
     for (size_t t = 0; t < ranges; t++) {
         size_t lo = t * width;
         if (lo < n)
-            bad |= !copy_finite(dst ? dst + lo : NULL, v + lo, n - lo < width ? n - lo : width);
+            bad |= part(ctx, lo, n - lo < width ? n - lo : width);
     }
-    return !bad;
+    return bad;
+}
+
+typedef struct copy_job {
+    float *dst;
+    const float *v;
+} copy_job;
+
+/* copy_finite on a range; 1 if it holds a NaN or Inf. The clones are
+ * resolved inside this file: clang wants a multiversioned function's first
+ * declaration to carry the attribute. */
+static int copy_part(void *ctx, size_t lo, size_t len)
+{
+    const copy_job *job = ctx;
+    return !copy_finite(job->dst ? job->dst + lo : NULL, job->v + lo, len);
+}
+
+/* copy_finite, on all OpenMP threads when n is large. */
+static bool copy_finite_wide(float *dst, const float *v, size_t n)
+{
+    copy_job job = {dst, v};
+    return !mlp_split(n, 32768, copy_part, &job);
 }
 
 bool mlp_all_finite_wide(const float *v, size_t n)
@@ -465,12 +485,7 @@ static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
         }
         if (!prev)
             break;
-        if (prev->fused) { /* spare holds the next dz */
-            float *t = dz;
-            dz = spare, spare = t;
-        } else {
-            prev->activation->backward(prev->activation, batch, prev->units, prev_z, in, spare, dz);
-        }
+        mlp_next_dz(prev, batch, prev_z, in, &dz, &spare);
     }
     return bad;
 }

@@ -252,26 +252,23 @@ MLP_VECTOR_CLONES static int sgd_span(size_t n, float *w, float *g, float *old, 
  * each element is updated on its own, so the result is the same. */
 #define PARALLEL_PARAMS 16384
 
+typedef struct sgd_job {
+    float *w, *g, *old;
+    const float *dz, *x;
+    size_t in;
+    float lr, wd;
+} sgd_job;
+
+static int span_part(void *ctx, size_t lo, size_t len)
+{
+    const sgd_job *j = ctx;
+    return sgd_span(len, j->w + lo, j->g + lo, j->old + lo, j->lr, j->wd);
+}
+
 int mlp_sgd_span(size_t n, float *w, float *g, float *old, float lr, float wd)
 {
-    size_t ranges = 1;
-#ifdef _OPENMP
-    if (n >= PARALLEL_PARAMS)
-        ranges = (size_t)omp_get_max_threads();
-#endif
-    if (ranges == 1) /* no parallel region to enter and leave */
-        return sgd_span(n, w, g, old, lr, wd);
-    size_t width = (n + ranges - 1) / ranges;
-    int bad = 0;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads((int)ranges) schedule(static, 1) reduction(| : bad)
-#endif
-    for (size_t t = 0; t < ranges; t++) {
-        size_t lo = t * width;
-        if (lo < n)
-            bad |= sgd_span(n - lo < width ? n - lo : width, w + lo, g + lo, old + lo, lr, wd);
-    }
-    return bad;
+    sgd_job job = {w, g, old, NULL, NULL, 0, lr, wd};
+    return mlp_split(n, PARALLEL_PARAMS, span_part, &job);
 }
 
 /* Rows [o0, o1) of mlp_sgd_outer. */
@@ -292,28 +289,18 @@ MLP_VECTOR_CLONES static int sgd_outer_rows(size_t o0, size_t o1, size_t in, flo
     return bad;
 }
 
+static int outer_part(void *ctx, size_t lo, size_t len)
+{
+    const sgd_job *j = ctx;
+    return sgd_outer_rows(lo, lo + len, j->in, j->w, j->dz, j->x, j->old, j->lr, j->wd);
+}
+
 int mlp_sgd_outer(size_t out, size_t in, float *w, const float *dz, const float *x, float *old,
                   float lr, float wd)
 {
-    size_t ranges = 1;
-#ifdef _OPENMP
-    if (out * in >= PARALLEL_PARAMS)
-        ranges = (size_t)omp_get_max_threads();
-#endif
-    int bad = 0;
-    if (ranges == 1) {
-        bad = sgd_outer_rows(0, out, in, w, dz, x, old, lr, wd);
-    } else {
-        size_t width = (out + ranges - 1) / ranges;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads((int)ranges) schedule(static, 1) reduction(| : bad)
-#endif
-        for (size_t t = 0; t < ranges; t++) {
-            size_t o0 = t * width, o1 = o0 + width < out ? o0 + width : out;
-            if (o0 < o1)
-                bad |= sgd_outer_rows(o0, o1, in, w, dz, x, old, lr, wd);
-        }
-    }
+    sgd_job job = {w, NULL, old, dz, x, in, lr, wd};
+    /* Rows on threads from PARALLEL_PARAMS weights. */
+    int bad = mlp_split(out, (PARALLEL_PARAMS + in - 1) / in, outer_part, &job);
     /* The biases, right after W, one per row: their gradient is dz. */
     const float one = 1.0f;
     return bad | sgd_outer_rows(0, out, 1, w + out * in, dz, &one, old + out * in, lr, wd);

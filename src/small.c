@@ -422,13 +422,7 @@ int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old)
         }
         if (!prev)
             break;
-        if (prev->fused) { /* spare holds the next dz */
-            float *t = dz;
-            dz = spare, spare = t;
-        } else {
-            prev->activation->backward(prev->activation, 1, prev->units,
-                                       net->z_cache + prev->z_offset, x, spare, dz);
-        }
+        mlp_next_dz(prev, 1, net->z_cache + prev->z_offset, x, &dz, &spare);
     }
     return bad;
 }

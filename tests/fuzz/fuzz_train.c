@@ -5,7 +5,8 @@
  * kinds, learning rates and other hyperparameters include out-of-range and
  * NaN ones), inputs and targets (small numbers, or NaN, Inf, huge,
  * subnormal, any bit pattern), then up to MAX_OPS calls among mlp_forward,
- * mlp_backward, mlp_backward_grad, mlp_step, mlp_predict, mlp_gradcheck(_ex),
+ * mlp_backward, mlp_backward_grad, mlp_step, mlp_train_step (against the
+ * three calls on a copy), mlp_predict, mlp_gradcheck(_ex),
  * mlp_zero_grad, mlp_reset_optimizer and a save/load round trip, with
  * injected allocation failures. After every call it checks:
  * - the status is one the call documents;
@@ -539,7 +540,62 @@ static void op_save_load(fuzz_case *c)
     c->grads_pending = stage_copy == 2;
 }
 
+/* mlp_train_step against the three calls on a copy of the network: the
+ * same status and, on success, the same network and loss bit for bit; on
+ * failure nothing changed. */
+static void op_train_step(fuzz_case *c)
+{
+    snapshot snap;
+    take_snapshot(c->net, &snap);
+    mlp *copy = NULL;
+    if (!c->grads_pending) {
+        size_t len;
+        uint8_t *bytes = save(c->net, &len);
+        mlp_status loaded = mlp_load_buffer(&copy, bytes, len, NULL);
+        free(bytes);
+        if (loaded != MLP_OK) { /* a saved overflow: nothing to compare with */
+            CHECK(loaded == MLP_ERR_FORMAT);
+            drop_snapshot(&snap);
+            return;
+        }
+    }
+    float loss = SENTINEL_FLOAT, loss_copy = SENTINEL_FLOAT;
+    mlp_status st = mlp_train_step(c->net, c->batch, c->x, c->loss, c->target, &c->opt, &loss);
+    c->fa.countdown = 0;
+    c->forward_pending = 0;
+    /* The arguments are checked first: an invalid optimizer is reported
+     * as such, where the three calls might fail before the step. */
+    bool valid = optimizer_valid(&c->opt);
+    CHECK((st == MLP_ERR_INVALID) == !valid);
+    if (c->grads_pending) {
+        CHECK(!valid || st == MLP_ERR_STATE);
+        check_unchanged(c->net, &snap);
+        return;
+    }
+    mlp_status st_copy = mlp_forward(copy, c->batch, c->x, NULL);
+    if (st_copy == MLP_OK)
+        st_copy = mlp_backward(copy, c->loss, c->target, &loss_copy);
+    if (st_copy == MLP_OK)
+        st_copy = mlp_step(copy, &c->opt);
+    if (st == MLP_OK) {
+        CHECK(st_copy == MLP_OK && loss == loss_copy);
+        size_t len, len_copy, n;
+        uint8_t *after = save(c->net, &len), *after_copy = save(copy, &len_copy);
+        CHECK(len == len_copy && memcmp(after, after_copy, len) == 0);
+        CHECK(all_zero(mlp_grads(c->net, &n), n));
+        free(after);
+        free(after_copy);
+        drop_snapshot(&snap);
+    } else {
+        CHECK(!valid || st == MLP_ERR_NOMEM || st == st_copy);
+        CHECK(loss == SENTINEL_FLOAT);
+        check_unchanged(c->net, &snap);
+    }
+    mlp_free(copy);
+}
+
 enum {
+    OP_TRAIN_STEP,
     OP_FORWARD,
     OP_BACKWARD,
     OP_BACKWARD_GRAD,
@@ -580,6 +636,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     for (int op = 0; op < MAX_OPS && c.in.n > 0; op++) {
         switch (take(&c.in) % OP_COUNT) {
+        case OP_TRAIN_STEP: op_train_step(&c); break;
         case OP_FORWARD: op_forward(&c); break;
         case OP_BACKWARD: op_backward(&c); break;
         case OP_BACKWARD_GRAD: op_backward_grad(&c); break;
