@@ -85,8 +85,7 @@ static mlp_status reserve_moments(mlp *net, mlp_optimizer_kind kind)
             mlp_dealloc(&net->allocator, m2);
         return MLP_ERR_NOMEM;
     }
-    /* New buffers start at zero, so every stored moment is always finite
-     * and "keep * m" below is exactly 0 for a fresh kind. */
+    /* New buffers start at zero, so every stored moment is always finite. */
     if (m1 != net->moment1)
         memset(m1, 0, net->n_params * sizeof(float));
     if (m2 != net->moment2)
@@ -157,14 +156,26 @@ static step_rule make_rule(const mlp *net, const mlp_optimizer *opt, uint64_t t)
  * nonzero if any new weight or moment would be NaN or Inf, and by mode (a
  * constant in each caller) stores nothing (CHECK), stores in place and
  * clears the gradients (STORE: no separate pass over them), or writes the
- * new values to wo, mo, vo (INTO). keep is 1, or 0 to read
- * the moments as zero for a kind's first step (stored moments are always
- * finite, so keep * m is exactly 0). One branch-free loop per kind, so
- * each vectorises. */
+ * new values to wo, mo, vo (INTO). keep is all ones, or 0 to read the
+ * moments as +0 for a kind's first step (whatever an earlier kind left
+ * there, even -0 or a negative value, whose product with 0 would be -0:
+ * a network and its saved copy, which holds only the current kind's
+ * moments, must step alike). One branch-free loop per kind, so each
+ * vectorises. */
 enum { CHECK, STORE, INTO };
+
+/* m, or +0 where keep is 0: the bits masked, not multiplied. */
+static inline float kept(float m, uint32_t keep)
+{
+    uint32_t bits;
+    memcpy(&bits, &m, sizeof bits);
+    bits &= keep;
+    memcpy(&m, &bits, sizeof m);
+    return m;
+}
 static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *restrict w,
                                        float *restrict m, float *restrict v, float *restrict grads,
-                                       float keep, const int mode, float *restrict wo,
+                                       uint32_t keep, const int mode, float *restrict wo,
                                        float *restrict mo, float *restrict vo)
 {
     int bad = 0;
@@ -182,7 +193,7 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
     case MLP_OPT_MOMENTUM:
         for (size_t i = 0; i < n; i++) {
             float g = grads[i] * r->scale + r->wd * w[i];
-            float mi = r->mu * (keep * m[i]) + g;
+            float mi = r->mu * kept(m[i], keep) + g;
             float wi = w[i] - r->lr * mi;
             if (mode == STORE)
                 w[i] = wi, m[i] = mi, grads[i] = 0.0f;
@@ -194,7 +205,7 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
     case MLP_OPT_NESTEROV:
         for (size_t i = 0; i < n; i++) {
             float g = grads[i] * r->scale + r->wd * w[i];
-            float mi = r->mu * (keep * m[i]) + g;
+            float mi = r->mu * kept(m[i], keep) + g;
             float wi = w[i] - r->lr * (g + r->mu * mi);
             if (mode == STORE)
                 w[i] = wi, m[i] = mi, grads[i] = 0.0f;
@@ -206,7 +217,7 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
     case MLP_OPT_RMSPROP:
         for (size_t i = 0; i < n; i++) {
             float g = grads[i] * r->scale + r->wd * w[i];
-            float mi = r->rho * (keep * m[i]) + r->one_minus_rho * g * g;
+            float mi = r->rho * kept(m[i], keep) + r->one_minus_rho * g * g;
             float wi = w[i] - r->lr * g / (sqrtf(mi) + r->eps);
             if (mode == STORE)
                 w[i] = wi, m[i] = mi, grads[i] = 0.0f;
@@ -219,8 +230,8 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
     case MLP_OPT_ADAMW:
         for (size_t i = 0; i < n; i++) {
             float g = grads[i] * r->scale + r->wd * w[i];
-            float mi = r->b1 * (keep * m[i]) + r->one_minus_b1 * g;
-            float vi = r->b2 * (keep * v[i]) + r->one_minus_b2 * g * g;
+            float mi = r->b1 * kept(m[i], keep) + r->one_minus_b1 * g;
+            float vi = r->b2 * kept(v[i], keep) + r->one_minus_b2 * g * g;
             float wi = w[i] * r->decay - r->lr_t * mi / (sqrtf(vi) * r->inv_sqrt_bc2 + r->eps);
             if (mode == STORE)
                 w[i] = wi, m[i] = mi, v[i] = vi, grads[i] = 0.0f;
@@ -307,19 +318,19 @@ int mlp_sgd_outer(size_t out, size_t in, float *w, const float *dz, const float 
 }
 
 MLP_VECTOR_CLONES static int step_check(const step_rule *r, size_t n, float *w, float *m, float *v,
-                                        float *grads, float keep)
+                                        float *grads, uint32_t keep)
 {
     return step_pass(r, n, w, m, v, grads, keep, CHECK, NULL, NULL, NULL);
 }
 
 MLP_VECTOR_CLONES static void step_store(const step_rule *r, size_t n, float *w, float *m, float *v,
-                                         float *grads, float keep)
+                                         float *grads, uint32_t keep)
 {
     step_pass(r, n, w, m, v, grads, keep, STORE, NULL, NULL, NULL);
 }
 
 MLP_VECTOR_CLONES static int step_into(const step_rule *r, size_t n, float *w, float *m, float *v,
-                                       float *grads, float keep, float *wo, float *mo, float *vo)
+                                       float *grads, uint32_t keep, float *wo, float *mo, float *vo)
 {
     return step_pass(r, n, w, m, v, grads, keep, INTO, wo, mo, vo);
 }
@@ -329,7 +340,7 @@ MLP_VECTOR_CLONES static int step_into(const step_rule *r, size_t n, float *w, f
  * of a tiny network's step. */
 #define SMALL_STEP_PARAMS 256
 
-static int step_small(mlp *net, const step_rule *rule, float keep)
+static int step_small(mlp *net, const step_rule *rule, uint32_t keep)
 {
     float wo[SMALL_STEP_PARAMS], mo[SMALL_STEP_PARAMS], vo[SMALL_STEP_PARAMS];
     size_t n = net->n_params, bytes = n * sizeof(float);
@@ -357,7 +368,7 @@ static float *from(float *moment, size_t lo)
  * having stored nothing, if any new value would not be finite. With
  * threads, in one parallel region: each checks its contiguous range, they
  * meet at a barrier, and each stores its range if no range failed. */
-static int step_all(mlp *net, const step_rule *rule, float keep)
+static int step_all(mlp *net, const step_rule *rule, uint32_t keep)
 {
     size_t n = net->n_params;
     float *w = net->params, *m = net->moment1, *v = net->moment2, *g = net->grads;
@@ -424,7 +435,7 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
      * only checks that it is finite (a NaN gradient, or an update that
      * overflows a weight or g^2); the second, identical, stores them.
      * A new kind starts from zero moments: read as zero, written there. */
-    float keep = (int)opt->kind != net->opt_kind ? 0.0f : 1.0f;
+    uint32_t keep = (int)opt->kind != net->opt_kind ? 0u : ~0u;
     if (net->n_params <= SMALL_STEP_PARAMS) {
         if (step_small(net, &rule, keep))
             return MLP_ERR_NONFINITE;

@@ -156,6 +156,48 @@ static void test_training_resumes_exactly_after_load(void **state)
     }
 }
 
+/* A file holds only the current kind's moments, while the network may
+ * keep an earlier kind's buffer: a kind started afresh must read it as +0
+ * whatever is left there, or a moment that would be +0 (a gradient of -0)
+ * comes out -0 in the network and +0 in its copy. Momentum leaves -8 in
+ * its moment, SGD saves none, then Momentum starts again on a gradient of
+ * dz * 0 = -0 (dz < 0) plus wd * w = 0 * w = -0 (w < 0). */
+static void test_stale_moments_do_not_reach_a_fresh_kind(void **state)
+{
+    (void)state;
+    static const mlp_layer layer = {1, &mlp_identity};
+    mlp_config cfg = {2, 1, &layer, 1, MLP_INIT_AUTO, NULL};
+    mlp *net, *copy = NULL;
+    assert_int_equal(mlp_create(&net, &cfg), MLP_OK);
+    const float w[3] = {-0.5f, 0.5f, 0.0f}, ones[2] = {1.0f, 1.0f}, zero_one[2] = {0.0f, 1.0f};
+    const float high = 5.0f;
+    memcpy(mlp_params(net, NULL), w, sizeof w);
+    mlp_optimizer momentum = mlp_optimizer_default(MLP_OPT_MOMENTUM);
+    mlp_optimizer sgd = mlp_optimizer_default(MLP_OPT_SGD);
+    assert_int_equal(mlp_train_step(net, 1, ones, &mlp_mse, &high, &momentum, NULL), MLP_OK);
+    assert_int_equal(mlp_train_step(net, 1, ones, &mlp_mse, &high, &sgd, NULL), MLP_OK);
+    size_t len;
+    unsigned char *buf = save(net, &len);
+    assert_int_equal(mlp_load_buffer(&copy, buf, len, NULL), MLP_OK);
+    free(buf);
+    for (int i = 0; i < 2; i++) {
+        mlp *m = i ? copy : net;
+        assert_int_equal(mlp_forward(m, 1, zero_one, NULL), MLP_OK);
+        assert_int_equal(mlp_backward(m, &mlp_mse, &high, NULL), MLP_OK);
+        float g0 = mlp_grads(m, NULL)[0];
+        assert_true(g0 == 0.0f && signbit(g0)); /* the -0 that shows it */
+        assert_int_equal(mlp_step(m, &momentum), MLP_OK);
+    }
+    size_t len_net, len_copy;
+    unsigned char *a = save(net, &len_net), *b = save(copy, &len_copy);
+    assert_int_equal(len_net, len_copy);
+    assert_memory_equal(a, b, len_net);
+    free(a);
+    free(b);
+    mlp_free(net);
+    mlp_free(copy);
+}
+
 /* Without the saved moments the continuation differs: the resume test
  * above is not passing by accident. */
 static void test_reset_optimizer_writes_weights_only(void **state)
@@ -642,6 +684,7 @@ int main(void)
         cmocka_unit_test(test_buffer_round_trip_is_exact),
         cmocka_unit_test(test_file_round_trip_matches_buffer),
         cmocka_unit_test(test_training_resumes_exactly_after_load),
+        cmocka_unit_test(test_stale_moments_do_not_reach_a_fresh_kind),
         cmocka_unit_test(test_reset_optimizer_writes_weights_only),
         cmocka_unit_test(test_save_buffer_reports_size_and_refuses_small_buffer),
         cmocka_unit_test(test_format_is_little_endian_with_trailing_crc),
