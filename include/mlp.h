@@ -396,18 +396,24 @@ MLP_API mlp_status mlp_step(mlp *net, const mlp_optimizer *opt);
  *     mlp_step(net, opt);
  * with the arguments checked once, and all or nothing: on any error
  * parameters, gradients, optimizer state and *loss_out are untouched, and
- * no forward is pending. It is the fast way to train a tiny network one
- * sample at a time: with plain SGD (no clip_norm) through layers of at
- * most 4096 weights each, backward and the update are one pass.
+ * no forward is pending. With plain SGD (no clip_norm) it is faster than
+ * the three calls: each layer's parameters take their step as soon as
+ * their gradients are known, in one pass (at batch 1 without storing the
+ * gradients at all), and one sample through layers of at most 4096
+ * weights each goes forward, backward and steps without a call per layer.
+ * Where the loss is fused with a softmax or sigmoid output, that
+ * activation is not computed (nothing reads it).
  * It does not combine with gradients accumulated by mlp_backward: call
  * mlp_step or mlp_zero_grad first. The gradient buffer holds zeros after
  * it, as after mlp_step, except where values were written into it through
  * mlp_grads while no gradients were pending: those may stay (the fused
  * steps do not clear a buffer they never used).
- * Returns MLP_ERR_INVALID (as mlp_forward, mlp_backward or mlp_step would),
- * MLP_ERR_STATE (gradients are pending), MLP_ERR_NONFINITE (NaN/Inf in x,
- * target, the outputs, loss or gradients, or an update that would
- * overflow), MLP_ERR_NOMEM. */
+ * Returns MLP_ERR_INVALID (what the three calls would refuse; all the
+ * arguments are checked first, so a bad optimizer is reported even when
+ * the data would fail first in the three calls), MLP_ERR_STATE (gradients
+ * are pending), MLP_ERR_NONFINITE (NaN/Inf in x, target, the outputs, loss
+ * or gradients, or an update that would overflow), MLP_ERR_NOMEM (growing
+ * the workspace, optimizer state, or the step's copy of the parameters). */
 MLP_API mlp_status mlp_train_step(mlp *net, size_t batch, const float *x, const mlp_loss *loss,
                                   const float *target, const mlp_optimizer *opt, float *loss_out);
 
