@@ -24,8 +24,9 @@
  *   threads at once only through the const functions (mlp_predict,
  *   mlp_inputs, ...); anything taking a non-const mlp * needs exclusive
  *   access. Built with -Dopenmp=enabled, the library shares the products of
- *   large batches among OpenMP threads (OMP_NUM_THREADS) inside a call;
- *   results are the same for any thread count.
+ *   large batches and the optimizer's passes over large layers among OpenMP
+ *   threads (OMP_NUM_THREADS) inside a call; results are the same for any
+ *   thread count.
  * - Memory comes from the mlp_allocator given at creation (default
  *   malloc/free).
  */
@@ -301,7 +302,8 @@ MLP_API mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
  * mlp_step applies and clears. (After mlp_create, mlp_step or mlp_zero_grad
  * the buffer holds zeros, and the first backward writes it rather than adds:
  * values written into it through mlp_grads before that backward are
- * dropped.) The loss is the batch mean (see the losses), so gradients are
+ * dropped, and a first backward that fails leaves zeros there.) The loss
+ * is the batch mean (see the losses), so gradients are
  * those of the mean. If loss_out is not NULL the loss value is stored there.
  * Each forward allows one backward.
  * Returns MLP_ERR_INVALID (NULL net, loss or target; refused loss vtable),
@@ -398,16 +400,19 @@ MLP_API mlp_status mlp_step(mlp *net, const mlp_optimizer *opt);
  * parameters, gradients, optimizer state and *loss_out are untouched, and
  * no forward is pending. With plain SGD (no clip_norm) it is faster than
  * the three calls: each layer's parameters take their step as soon as
- * their gradients are known, in one pass (at batch 1 without storing the
- * gradients at all), and one sample through layers of at most 4096
+ * their gradients are known, in one pass (at batch 1, for layers of more
+ * than 4096 weights, straight from dz and x), and one sample through
+ * layers of at most 4096
  * weights each goes forward, backward and steps without a call per layer.
  * Where the loss is fused with a softmax or sigmoid output, that
  * activation is not computed (nothing reads it).
  * It does not combine with gradients accumulated by mlp_backward: call
  * mlp_step or mlp_zero_grad first. The gradient buffer holds zeros after
- * it, as after mlp_step, except where values were written into it through
- * mlp_grads while no gradients were pending: those may stay (the fused
- * steps do not clear a buffer they never used).
+ * it, as after mlp_step, except that values written into it through
+ * mlp_grads while no gradients were pending are not kept: after the call,
+ * whether it succeeds or fails, each such value is either still there or
+ * zero (the fused steps do not touch the buffer of a layer they step
+ * straight from dz and x).
  * Returns MLP_ERR_INVALID (what the three calls would refuse; all the
  * arguments are checked first, so a bad optimizer is reported even when
  * the data would fail first in the three calls), MLP_ERR_STATE (gradients

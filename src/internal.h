@@ -126,11 +126,14 @@ int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, 
                        const float *prev_a, float *dx);
 
 /* Plain SGD's update of one weight w with gradient g (mlp.h): g += wd w;
- * w -= lr g. One definition for mlp_step and the tiny path's fused step,
- * so both round alike. */
+ * w -= lr g. One definition for mlp_step and the fused steps, so all round
+ * alike, and each operation rounded to float by an assignment, as vector
+ * code rounds it, also where float arithmetic runs in a wider format
+ * (x87: FLT_EVAL_METHOD 2). */
 static inline float mlp_sgd(float w, float g, float lr, float wd)
 {
-    return w - lr * (g + wd * w);
+    float decay = wd * w, sum = g + decay, step = lr * sum;
+    return w - step;
 }
 
 typedef struct mlp_sgd_rule {
@@ -214,6 +217,10 @@ size_t mlp_kernel_workspace(const mlp *net, size_t batch);
  * whether that layer's pre-activation i is > 0. */
 const float *mlp_run_layers(const mlp *net, size_t batch, const float *x, mlp_work work, float *out,
                             unsigned char *signs, const bool *kinked);
+
+/* Whether the loss pairs with the output activation: then it works on z,
+ * its gradient is dL/dz, and the activation's output is not needed. */
+bool mlp_loss_fused(const mlp_loss *loss, const mlp_activation *out_act);
 
 /* Loss of outputs for a finished forward of the last layer: fused on z when
  * the loss pairs with the output activation, else on a. grad (may be NULL)

@@ -45,7 +45,7 @@ static double bce_loss(const mlp_loss *self, size_t rows, size_t cols, const flo
 }
 
 /* With p = sigmoid(z): -t log p - (1-t) log(1-p) = max(z,0) - t z + log(1 + e^-|z|),
- * exact and finite for any z, and dL/dz = p - t. Unless value is set the
+ * accurate and finite for any z, and dL/dz = p - t. Unless value is set the
  * loss is skipped (0 is returned) where it is certainly finite as a float:
  * below 1e30 for |z| (1 + |t|), as the log term is at most log 2. */
 static double bce_logits_n(size_t n, const float *z, const float *target, float *grad_z, bool value)
@@ -58,10 +58,14 @@ static double bce_logits_n(size_t n, const float *z, const float *target, float 
             sum += (zi > 0.0 ? zi : 0.0) - t * zi + log1p(e);
         else
             large |= fabs(zi) * (1.0 + fabs(t)) >= 1e30;
-        /* p - t = (1 - t d) / d for z >= 0 (p = 1 / d), else (e - t d) / d:
-         * one division, on the path to every gradient of a step. */
-        if (grad_z)
-            grad_z[i] = (float)(((zi >= 0.0 ? 1.0 : e) - t * d) / (d * (double)n));
+        /* With d = 1 + e: p - t = ((1 - t) - t e) / d for z >= 0 (p = 1 /
+         * d), else (e (1 - t) - t) / d. One division, on the path to every
+         * gradient of a step; no 1 - t d, which would cancel to a rounding
+         * error where p nears t = 1 (large z) or t = 0. */
+        if (grad_z) {
+            double num = zi >= 0.0 ? (1.0 - t) - t * e : e * (1.0 - t) - t;
+            grad_z[i] = (float)(num / (d * (double)n));
+        }
     }
     if (large)
         return bce_logits_n(n, z, target, NULL, true);
@@ -132,11 +136,16 @@ mlp_status mlp_check_loss(const mlp_loss *loss)
     return MLP_OK;
 }
 
+bool mlp_loss_fused(const mlp_loss *loss, const mlp_activation *out_act)
+{
+    return loss->fused_activation && loss->fused_activation == out_act;
+}
+
 double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act, size_t rows, size_t cols,
                      const float *z, const float *a, const float *target, float *grad, bool *fused,
                      bool value)
 {
-    bool use_logits = loss->fused_activation && loss->fused_activation == out_act;
+    bool use_logits = mlp_loss_fused(loss, out_act);
     if (fused)
         *fused = use_logits;
     if (use_logits && loss == &mlp_bce) /* the one whose value can be skipped */

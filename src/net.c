@@ -446,9 +446,9 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
  * take a plain-SGD step as soon as their gradients are known (they are
  * still in the cache), after dL/dx, which needs the weights before the
  * step. The old values go to grads_scratch, the gradients are left
- * cleared, and the return value reports NaN or Inf among the new
- * parameters; every layer is processed anyway, so the caller can put all
- * the old values back. */
+ * cleared (or, for a large layer at batch 1, never stored), and the return
+ * value reports NaN or Inf among the new parameters; every layer is
+ * processed anyway, so the caller can put all the old values back. */
 static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
 {
     size_t batch = net->batch;
@@ -613,8 +613,8 @@ mlp_status mlp_train_step(mlp *net, size_t batch, const float *x, const mlp_loss
      * and cannot make a NaN or Inf from a finite z (as it could not fail
      * mlp_forward then). */
     const mlp_activation *out_act = net->layers[net->n_layers - 1].activation;
-    bool outputs = !(loss->fused_activation == out_act &&
-                     (out_act == &mlp_softmax || out_act == &mlp_sigmoid));
+    bool outputs =
+        !(mlp_loss_fused(loss, out_act) && (out_act == &mlp_softmax || out_act == &mlp_sigmoid));
     double value;
     mlp_status st = run_forward(net, batch, x, outputs);
     if (st == MLP_OK)

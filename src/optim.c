@@ -263,22 +263,20 @@ MLP_VECTOR_CLONES static int sgd_span(size_t n, float *w, float *g, float *old, 
  * each element is updated on its own, so the result is the same. */
 #define PARALLEL_PARAMS 16384
 
-typedef struct sgd_job {
+typedef struct span_job {
     float *w, *g, *old;
-    const float *dz, *x;
-    size_t in;
     float lr, wd;
-} sgd_job;
+} span_job;
 
 static int span_part(void *ctx, size_t lo, size_t len)
 {
-    const sgd_job *j = ctx;
+    const span_job *j = ctx;
     return sgd_span(len, j->w + lo, j->g + lo, j->old + lo, j->lr, j->wd);
 }
 
 int mlp_sgd_span(size_t n, float *w, float *g, float *old, float lr, float wd)
 {
-    sgd_job job = {w, g, old, NULL, NULL, 0, lr, wd};
+    span_job job = {w, g, old, lr, wd};
     return mlp_split(n, PARALLEL_PARAMS, span_part, &job);
 }
 
@@ -300,16 +298,23 @@ MLP_VECTOR_CLONES static int sgd_outer_rows(size_t o0, size_t o1, size_t in, flo
     return bad;
 }
 
+typedef struct outer_job {
+    size_t in;
+    float *w, *old;
+    const float *dz, *x;
+    float lr, wd;
+} outer_job;
+
 static int outer_part(void *ctx, size_t lo, size_t len)
 {
-    const sgd_job *j = ctx;
+    const outer_job *j = ctx;
     return sgd_outer_rows(lo, lo + len, j->in, j->w, j->dz, j->x, j->old, j->lr, j->wd);
 }
 
 int mlp_sgd_outer(size_t out, size_t in, float *w, const float *dz, const float *x, float *old,
                   float lr, float wd)
 {
-    sgd_job job = {w, NULL, old, dz, x, in, lr, wd};
+    outer_job job = {in, w, old, dz, x, lr, wd};
     /* Rows on threads from PARALLEL_PARAMS weights. */
     int bad = mlp_split(out, (PARALLEL_PARAMS + in - 1) / in, outer_part, &job);
     /* The biases, right after W, one per row: their gradient is dz. */

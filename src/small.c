@@ -403,7 +403,8 @@ int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, 
 
 int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old)
 {
-    float *dz = net->grad_z, *spare = net->grad_a, lr = sgd->lr, wd = sgd->wd;
+    float *dz = net->grad_z, *spare = net->grad_a;
+    float lr = sgd->lr, wd = sgd->wd;
     int bad = 0;
     for (size_t l = net->n_layers; l-- > 0;) {
         const mlp_dense *d = &net->layers[l], *prev = l > 0 ? d - 1 : NULL;

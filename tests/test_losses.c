@@ -56,6 +56,27 @@ static void test_bce_fused_exact_at_logits_100(void **state)
     }
 }
 
+/* Where the prediction nears its target the gradient p - t is tiny, and
+ * 1 - t (1 + e^-|z|) would leave only the rounding error of 1 + e^-|z|
+ * (0.1% wrong at z = 30, exactly 0 from z = 37): the gradient must keep
+ * float's relative precision. */
+static void test_bce_fused_gradient_precise_near_the_target(void **state)
+{
+    (void)state;
+    const float logits[] = {20.0f, 30.0f, 40.0f, 60.0f, 80.0f};
+    for (size_t i = 0; i < sizeof logits / sizeof logits[0]; i++)
+        for (int side = 0; side < 2; side++) {
+            float logit = side ? -logits[i] : logits[i], target = side ? 0.0f : 1.0f;
+            double e = exp(-(double)logits[i]), expected = (side ? 1.0 : -1.0) * e / (1.0 + e);
+            mlp *net = logit_net(&mlp_sigmoid, 1, &logit);
+            float value, grad;
+            backward_logits(net, &mlp_bce, &target, &value, &grad);
+            assert_true(grad != 0.0f);
+            assert_close(grad, expected, 1e-6 * fabs(expected));
+            mlp_free(net);
+        }
+}
+
 static void test_cross_entropy_fused_exact_at_logits_100(void **state)
 {
     (void)state;
@@ -251,6 +272,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bce_fused_exact_at_logits_100),
+        cmocka_unit_test(test_bce_fused_gradient_precise_near_the_target),
         cmocka_unit_test(test_cross_entropy_fused_exact_at_logits_100),
         cmocka_unit_test(test_fused_and_generic_paths_agree),
         cmocka_unit_test(test_mse_is_mean_over_elements),
