@@ -4,7 +4,10 @@
  * with a built-in activation (no packing, no dispatch, no vtable call),
  * and backward forms the gradients of the weights and of the layer's
  * input, taking the latter through the previous layer's built-in
- * activation in place.
+ * activation in place. When every layer is small, mlp_train_step runs the
+ * whole network here: forward without a call per layer, then backward
+ * with each layer's plain-SGD step made in place as soon as its dL/dx is
+ * formed (no gradient buffer).
  *
  * This file is compiled without loop vectorisation (meson.build): for trip
  * counts of 1 to 32 the vectorised loops' set-up and remainder code cost
