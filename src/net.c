@@ -625,9 +625,11 @@ mlp_status mlp_train_step(mlp *net, size_t batch, const float *x, const mlp_loss
         st = sgd_step(net, opt);
     } else {
         /* backward's gradients then mlp_step; on failure the gradients are
-         * zero again, as they were. */
+         * zero again, as they were (none were pending). */
         st = backprop_accumulate(net);
-        if (st == MLP_OK && (st = mlp_step(net, opt)) != MLP_OK)
+        if (st == MLP_OK)
+            st = mlp_step(net, opt);
+        if (st != MLP_OK)
             mlp_zero_grad(net);
         net->forward_pending = false;
     }
