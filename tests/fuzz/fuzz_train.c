@@ -562,6 +562,9 @@ static void op_train_step(fuzz_case *c)
     float loss = SENTINEL_FLOAT, loss_copy = SENTINEL_FLOAT;
     mlp_status st = mlp_train_step(c->net, c->batch, c->x, c->loss, c->target, &c->opt, &loss);
     c->fa.countdown = 0;
+    /* Whatever happened, no forward is left pending (a refused backward
+     * changes nothing). */
+    CHECK(mlp_backward(c->net, c->loss, c->target, NULL) == MLP_ERR_STATE);
     c->forward_pending = 0;
     /* The arguments are checked first: an invalid optimizer is reported
      * as such, where the three calls might fail before the step. */
