@@ -386,7 +386,8 @@ static bool take_inputs(mlp *net, const float *x, size_t n)
  * arguments to check or state to set: the outputs are left in the last
  * layer's cached a. Without outputs, the output layer's activation is left
  * out (a loss fused with it needs only z). */
-static mlp_status run_forward(mlp *net, size_t batch, const float *x, bool outputs)
+static MLP_ALWAYS_INLINE mlp_status run_forward(mlp *net, size_t batch, const float *x,
+                                                bool outputs)
 {
     /* Bad input is reported as such, before any allocation could fail;
      * when the cache is big enough, the copy below checks it instead. */

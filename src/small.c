@@ -201,12 +201,13 @@ void mlp_small_forward(const mlp_dense *d, const float *params, const float *x, 
 void mlp_small_forward_net(const mlp *net, const float *x, bool outputs)
 {
     float *z = net->z_cache, *a = net->a_cache;
-    for (size_t l = 0; l < net->n_layers; l++) {
-        const mlp_dense *d = &net->layers[l];
-        forward(d, net->params, x, z, outputs || l + 1 < net->n_layers ? a : NULL);
+    const mlp_dense *d = net->layers, *last = d + net->n_layers - 1;
+    for (; d < last; d++) {
+        forward(d, net->params, x, z, a);
         x = a;
         z += d->units, a += d->units;
     }
+    forward(last, net->params, x, z, outputs ? a : NULL);
 }
 
 /* dW = dz x^T and db = dz of one small layer, inlined with in a constant
