@@ -405,29 +405,34 @@ int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, 
     return bad;
 }
 
+/* sgd_update for one layer, specialised for the narrowest. */
+static MLP_ALWAYS_INLINE int layer_sgd(const mlp_dense *d, float *params, const float *x,
+                                       const float *dz, float lr, float wd, float *old)
+{
+    float *w = params + d->w_offset, *b = params + d->b_offset;
+    float *ow = old + d->w_offset, *ob = old + d->b_offset;
+    switch (d->fan_in) {
+    case 1: return sgd_update(1, d->units, w, b, x, dz, lr, wd, ow, ob);
+    case 2: return sgd_update(2, d->units, w, b, x, dz, lr, wd, ow, ob);
+    case 3: return sgd_update(3, d->units, w, b, x, dz, lr, wd, ow, ob);
+    case 4: return sgd_update(4, d->units, w, b, x, dz, lr, wd, ow, ob);
+    default: return sgd_update(d->fan_in, d->units, w, b, x, dz, lr, wd, ow, ob);
+    }
+}
+
 int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old)
 {
     float *dz = net->grad_z, *spare = net->grad_a;
     float lr = sgd->lr, wd = sgd->wd;
     int bad = 0;
-    for (size_t l = net->n_layers; l-- > 0;) {
-        const mlp_dense *d = &net->layers[l], *prev = l > 0 ? d - 1 : NULL;
-        float *w = net->params + d->w_offset, *b = net->params + d->b_offset;
-        float *ow = old + d->w_offset, *ob = old + d->b_offset;
-        const float *x = prev ? net->a_cache + prev->z_offset : net->x_cache;
+    const mlp_dense *first = net->layers, *d = first + net->n_layers - 1;
+    for (; d > first; d--) {
+        const mlp_dense *prev = d - 1;
+        const float *x = net->a_cache + prev->z_offset, *prev_z = net->z_cache + prev->z_offset;
         /* dL/d(prev a) first, with the weights before the step */
-        if (prev)
-            small_input_gradient(d, w, dz, prev, net->z_cache + prev->z_offset, x, spare);
-        switch (d->fan_in) {
-        case 1: bad |= sgd_update(1, d->units, w, b, x, dz, lr, wd, ow, ob); break;
-        case 2: bad |= sgd_update(2, d->units, w, b, x, dz, lr, wd, ow, ob); break;
-        case 3: bad |= sgd_update(3, d->units, w, b, x, dz, lr, wd, ow, ob); break;
-        case 4: bad |= sgd_update(4, d->units, w, b, x, dz, lr, wd, ow, ob); break;
-        default: bad |= sgd_update(d->fan_in, d->units, w, b, x, dz, lr, wd, ow, ob); break;
-        }
-        if (!prev)
-            break;
-        mlp_next_dz(prev, 1, net->z_cache + prev->z_offset, x, &dz, &spare);
+        small_input_gradient(d, net->params + d->w_offset, dz, prev, prev_z, x, spare);
+        bad |= layer_sgd(d, net->params, x, dz, lr, wd, old);
+        mlp_next_dz(prev, 1, prev_z, x, &dz, &spare);
     }
-    return bad;
+    return bad | layer_sgd(first, net->params, net->x_cache, dz, lr, wd, old);
 }
