@@ -293,7 +293,7 @@ MLP_API size_t mlp_param_count(const mlp *net);
  * (growing the workspace for a larger batch failed). On error y is untouched
  * and no forward is pending (a following backward is MLP_ERR_STATE);
  * parameters, gradients and optimizer state never change.
- * Training calls (forward, backward, step, zero_grad, gradcheck) need the
+ * Training calls (forward, backward, step, train_step, zero_grad, gradcheck) need the
  * network to themselves: not thread-safe on one network. */
 MLP_API mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y);
 
