@@ -166,12 +166,52 @@ int mlp_sgd_span(size_t n, float *w, float *g, float *old, float lr, float wd);
 int mlp_sgd_outer(size_t out, size_t in, float *w, const float *dz, const float *x, float *old,
                   float lr, float wd);
 
-/* Whether an optimizer description is valid (mlp_step's MLP_ERR_INVALID). */
-bool mlp_optimizer_ok(const mlp_optimizer *opt);
+static inline bool mlp_unit_interval(double v)
+{
+    return v >= 0.0 && v < 1.0;
+}
 
-/* Records a successful step of kind: the step count (1 for a new kind),
- * the kind, and that no forward or gradients are pending. */
-void mlp_record_step(mlp *net, mlp_optimizer_kind kind);
+/* Whether an optimizer description is valid (mlp_step's MLP_ERR_INVALID).
+ * Inline, like the other checks of a call's arguments here: a tiny
+ * network's train step is a few hundred instructions. */
+static inline bool mlp_optimizer_ok(const mlp_optimizer *opt)
+{
+    if (opt->kind < MLP_OPT_SGD || opt->kind > MLP_OPT_ADAMW)
+        return false;
+    /* Comparisons are false for NaN, and the upper bound rejects infinity. */
+    bool ok = opt->learning_rate > 0.0 && opt->learning_rate <= 1e6 && opt->weight_decay >= 0.0 &&
+              opt->weight_decay <= 1e6 && opt->clip_norm >= 0.0 && opt->clip_norm <= 1e30;
+    switch (opt->kind) {
+    case MLP_OPT_MOMENTUM:
+    case MLP_OPT_NESTEROV: return ok && mlp_unit_interval(opt->momentum);
+    case MLP_OPT_RMSPROP:
+        return ok && mlp_unit_interval(opt->rho) && opt->epsilon > 0.0 && opt->epsilon <= 1.0;
+    case MLP_OPT_ADAM:
+    case MLP_OPT_ADAMW:
+        return ok && mlp_unit_interval(opt->beta1) && mlp_unit_interval(opt->beta2) &&
+               opt->epsilon > 0.0 && opt->epsilon <= 1.0;
+    default: return ok;
+    }
+}
+
+/* The number of a step of kind about to be taken: 1 for a new kind, at
+ * most UINT64_MAX. */
+static inline uint64_t mlp_step_number(const mlp *net, mlp_optimizer_kind kind)
+{
+    if ((int)kind != net->opt_kind)
+        return 1;
+    return net->opt_steps + (net->opt_steps < UINT64_MAX);
+}
+
+/* Records a successful step of kind: the step count, the kind, and that no
+ * forward or gradients are pending. */
+static inline void mlp_record_step(mlp *net, mlp_optimizer_kind kind)
+{
+    net->opt_steps = mlp_step_number(net, kind);
+    net->opt_kind = (int)kind;
+    net->forward_pending = false;
+    net->grads_pending = false; /* and the gradients are zero again */
+}
 
 /* Moment buffers an optimizer kind keeps (0, 1 or 2). */
 int mlp_moments_needed(int kind);
@@ -194,7 +234,14 @@ static inline bool mlp_all_finite(const float *v, size_t n)
     return true;
 }
 mlp_status mlp_check_activation(const mlp_activation *act);
-mlp_status mlp_check_loss(const mlp_loss *loss);
+
+static inline mlp_status mlp_check_loss(const mlp_loss *loss)
+{
+    if (!loss || loss->abi_version != MLP_LOSS_ABI || !loss->name || !loss->loss ||
+        (!loss->fused_activation != !loss->loss_logits))
+        return MLP_ERR_INVALID;
+    return MLP_OK;
+}
 
 /* Units of all layers together: a sample's share of the training cache. */
 size_t mlp_total_units(const mlp *net);
@@ -202,7 +249,10 @@ size_t mlp_total_units(const mlp *net);
 /* Whether a batch size is allowed: 1..MLP_MAX_BATCH, and batch * (inputs +
  * all units) within MLP_MAX_PARAMS, so the training cache and every batch *
  * width product can be indexed. */
-bool mlp_batch_ok(const mlp *net, size_t batch);
+static inline bool mlp_batch_ok(const mlp *net, size_t batch)
+{
+    return batch > 0 && batch <= net->max_batch;
+}
 
 /* Floats of kernel workspace the layers need for a batch of this size. */
 size_t mlp_kernel_workspace(const mlp *net, size_t batch);
@@ -220,15 +270,33 @@ const float *mlp_run_layers(const mlp *net, size_t batch, const float *x, mlp_wo
 
 /* Whether the loss pairs with the output activation: then it works on z,
  * its gradient is dL/dz, and the activation's output is not needed. */
-bool mlp_loss_fused(const mlp_loss *loss, const mlp_activation *out_act);
+static inline bool mlp_loss_fused(const mlp_loss *loss, const mlp_activation *out_act)
+{
+    return loss->fused_activation && loss->fused_activation == out_act;
+}
+
+/* Binary cross-entropy on logits z and its gradient dL/dz (grad_z may be
+ * NULL), the mean over n values; without value, the loss is left out (0 is
+ * returned) where it is certainly finite as a float. */
+double mlp_bce_logits_n(size_t n, const float *z, const float *target, float *grad_z, bool value);
 
 /* Loss of outputs for a finished forward of the last layer: fused on z when
  * the loss pairs with the output activation, else on a. grad (may be NULL)
  * receives dL/dz (fused, *fused set true) or dL/da. Without value, a
  * built-in loss may skip the loss itself and return 0 where it is certainly
  * finite as a float. */
-double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act, size_t rows, size_t cols,
-                     const float *z, const float *a, const float *target, float *grad, bool *fused,
-                     bool value);
+static inline double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act,
+                                   size_t rows, size_t cols, const float *z, const float *a,
+                                   const float *target, float *grad, bool *fused, bool value)
+{
+    bool use_logits = mlp_loss_fused(loss, out_act);
+    if (fused)
+        *fused = use_logits;
+    if (use_logits && loss == &mlp_bce) /* the one whose value can be skipped */
+        return mlp_bce_logits_n(rows * cols, z, target, grad, value);
+    if (use_logits)
+        return loss->loss_logits(loss, rows, cols, z, target, grad);
+    return loss->loss(loss, rows, cols, a, target, grad);
+}
 
 #endif

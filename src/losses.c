@@ -48,7 +48,7 @@ static double bce_loss(const mlp_loss *self, size_t rows, size_t cols, const flo
  * accurate and finite for any z, and dL/dz = p - t. Unless value is set the
  * loss is skipped (0 is returned) where it is certainly finite as a float:
  * below 1e30 for |z| (1 + |t|), as the log term is at most log 2. */
-static double bce_logits_n(size_t n, const float *z, const float *target, float *grad_z, bool value)
+double mlp_bce_logits_n(size_t n, const float *z, const float *target, float *grad_z, bool value)
 {
     double sum = 0.0;
     bool large = false;
@@ -64,11 +64,11 @@ static double bce_logits_n(size_t n, const float *z, const float *target, float 
          * error where p nears t = 1 (large z) or t = 0. */
         if (grad_z) {
             double num = zi >= 0.0 ? (1.0 - t) - t * e : e * (1.0 - t) - t;
-            grad_z[i] = (float)(num / (d * (double)n));
+            grad_z[i] = (float)(num / (n == 1 ? d : d * (double)n)); /* d * 1 is d */
         }
     }
     if (large)
-        return bce_logits_n(n, z, target, NULL, true);
+        return mlp_bce_logits_n(n, z, target, NULL, true);
     return sum / (double)n;
 }
 
@@ -76,7 +76,7 @@ static double bce_logits(const mlp_loss *self, size_t rows, size_t cols, const f
                          const float *target, float *grad_z)
 {
     UNUSED(self);
-    return bce_logits_n(rows * cols, z, target, grad_z, true);
+    return mlp_bce_logits_n(rows * cols, z, target, grad_z, true);
 }
 
 /* ---- categorical cross-entropy ----------------------------------------- */
@@ -127,30 +127,3 @@ const mlp_loss mlp_mse = {MLP_LOSS_ABI, "mse", mse_loss, NULL, NULL, NULL};
 const mlp_loss mlp_bce = {MLP_LOSS_ABI, "bce", bce_loss, &mlp_sigmoid, bce_logits, NULL};
 const mlp_loss mlp_cross_entropy = {MLP_LOSS_ABI, "cross_entropy", ce_loss,
                                     &mlp_softmax, ce_logits,       NULL};
-
-mlp_status mlp_check_loss(const mlp_loss *loss)
-{
-    if (!loss || loss->abi_version != MLP_LOSS_ABI || !loss->name || !loss->loss ||
-        (!loss->fused_activation != !loss->loss_logits))
-        return MLP_ERR_INVALID;
-    return MLP_OK;
-}
-
-bool mlp_loss_fused(const mlp_loss *loss, const mlp_activation *out_act)
-{
-    return loss->fused_activation && loss->fused_activation == out_act;
-}
-
-double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act, size_t rows, size_t cols,
-                     const float *z, const float *a, const float *target, float *grad, bool *fused,
-                     bool value)
-{
-    bool use_logits = mlp_loss_fused(loss, out_act);
-    if (fused)
-        *fused = use_logits;
-    if (use_logits && loss == &mlp_bce) /* the one whose value can be skipped */
-        return bce_logits_n(rows * cols, z, target, grad, value);
-    if (use_logits)
-        return loss->loss_logits(loss, rows, cols, z, target, grad);
-    return loss->loss(loss, rows, cols, a, target, grad);
-}

@@ -295,11 +295,6 @@ size_t mlp_total_units(const mlp *net)
     return last->z_offset + last->units;
 }
 
-bool mlp_batch_ok(const mlp *net, size_t batch)
-{
-    return batch > 0 && batch <= net->max_batch;
-}
-
 /* memcpy for the few floats of a tiny network, without a library call. */
 static void copy_floats(float *dst, const float *src, size_t n)
 {
@@ -374,7 +369,7 @@ static float *cached_a(const mlp *net, const mlp_dense *d)
 /* Copies x into the cache for backward and returns whether it is all
  * finite, checked as it is copied (the cache is scratch until a forward
  * succeeds); a few values inline, for tiny networks. */
-static bool take_inputs(mlp *net, const float *x, size_t n)
+static MLP_ALWAYS_INLINE bool take_inputs(mlp *net, const float *x, size_t n)
 {
     if (n > 8)
         return copy_finite_wide(net->x_cache, x, n);
@@ -393,9 +388,11 @@ static MLP_ALWAYS_INLINE mlp_status run_forward(mlp *net, size_t batch, const fl
      * when the cache is big enough, the copy below checks it instead. */
     if (batch > net->batch_capacity && !mlp_all_finite(x, batch * net->inputs))
         return MLP_ERR_NONFINITE;
-    mlp_status st = reserve_cache(net, batch);
-    if (st != MLP_OK)
-        return st;
+    if (batch > net->batch_capacity) {
+        mlp_status st = reserve_cache(net, batch);
+        if (st != MLP_OK)
+            return st;
+    }
     if (!take_inputs(net, x, batch * net->inputs))
         return MLP_ERR_NONFINITE;
 
@@ -533,7 +530,7 @@ static mlp_status backprop_accumulate(mlp *net)
 /* The loss of the cached forward against target (in *value, or 0 where
  * it is not needed and certainly finite), and its gradient dL/dz for the
  * output layer in net->grad_z, both checked. */
-static mlp_status output_gradient(mlp *net, const mlp_loss *loss, const float *target,
+static MLP_ALWAYS_INLINE mlp_status output_gradient(mlp *net, const mlp_loss *loss, const float *target,
                                   bool need_value, double *value)
 {
     const mlp_dense *last = &net->layers[net->n_layers - 1];

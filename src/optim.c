@@ -33,31 +33,6 @@ mlp_optimizer mlp_optimizer_default(mlp_optimizer_kind kind)
     return opt;
 }
 
-static bool unit_interval(double v)
-{
-    return v >= 0.0 && v < 1.0;
-}
-
-bool mlp_optimizer_ok(const mlp_optimizer *opt)
-{
-    if (opt->kind < MLP_OPT_SGD || opt->kind > MLP_OPT_ADAMW)
-        return false;
-    /* Comparisons are false for NaN, and the upper bound rejects infinity. */
-    bool ok = opt->learning_rate > 0.0 && opt->learning_rate <= 1e6 && opt->weight_decay >= 0.0 &&
-              opt->weight_decay <= 1e6 && opt->clip_norm >= 0.0 && opt->clip_norm <= 1e30;
-    switch (opt->kind) {
-    case MLP_OPT_MOMENTUM:
-    case MLP_OPT_NESTEROV: return ok && unit_interval(opt->momentum);
-    case MLP_OPT_RMSPROP:
-        return ok && unit_interval(opt->rho) && opt->epsilon > 0.0 && opt->epsilon <= 1.0;
-    case MLP_OPT_ADAM:
-    case MLP_OPT_ADAMW:
-        return ok && unit_interval(opt->beta1) && unit_interval(opt->beta2) && opt->epsilon > 0.0 &&
-               opt->epsilon <= 1.0;
-    default: return ok;
-    }
-}
-
 int mlp_moments_needed(int kind)
 {
     switch (kind) {
@@ -410,21 +385,6 @@ static int step_all(mlp *net, const step_rule *rule, uint32_t keep)
 /* The number of the step about to be taken with kind: 1 for a new kind.
  * Saturates rather than wrap to 0 (a loaded file may hold any count): at
  * such counts Adam's bias corrections are exactly 1 anyway. */
-static uint64_t step_number(const mlp *net, mlp_optimizer_kind kind)
-{
-    if ((int)kind != net->opt_kind)
-        return 1;
-    return net->opt_steps + (net->opt_steps < UINT64_MAX);
-}
-
-void mlp_record_step(mlp *net, mlp_optimizer_kind kind)
-{
-    net->opt_steps = step_number(net, kind);
-    net->opt_kind = (int)kind;
-    net->forward_pending = false;
-    net->grads_pending = false; /* and the gradients are zero again */
-}
-
 mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
 {
     if (!net || !opt || !mlp_optimizer_ok(opt))
@@ -435,7 +395,7 @@ mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
     if (st != MLP_OK)
         return st;
 
-    step_rule rule = make_rule(net, opt, step_number(net, opt->kind));
+    step_rule rule = make_rule(net, opt, mlp_step_number(net, opt->kind));
     /* Two passes, all or nothing: the first computes every new value and
      * only checks that it is finite (a NaN gradient, or an update that
      * overflows a weight or g^2); the second, identical, stores them.

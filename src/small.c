@@ -50,30 +50,12 @@ static inline float where_positive(float z, float v)
     return v;
 }
 
-/* out = where_positive(z, v), four at a time where SSE2 is available (every
- * x86-64): CMPGTPS then ANDPS make exactly the ReLU's choice. out may be v. */
-static MLP_ALWAYS_INLINE void relu4(size_t n, const float *z, const float *v, float *out)
-{
-    size_t i = 0;
-#ifdef __SSE2__
-    const __m128 zero = _mm_setzero_ps();
-    for (; i + 4 <= n; i += 4) {
-        __m128 zi = _mm_loadu_ps(z + i);
-        __m128 keep = _mm_cmpgt_ps(zi, zero);
-        _mm_storeu_ps(out + i, _mm_and_ps(keep, _mm_loadu_ps(v + i)));
-    }
-#endif
-    for (; i < n; i++)
-        out[i] = where_positive(z[i], v[i]);
-}
-
-/* a = f(z): the ReLU four at a time, the other built-in activations as
- * the kernels' epilogue applies them, any other by its vtable. */
+/* a = f(z) for an activation other than the ReLU (which product() makes
+ * with z): the built-in ones as the kernels' epilogue applies them, any
+ * other by its vtable. */
 static MLP_ALWAYS_INLINE void activate(const mlp_dense *d, size_t n, float *z, float *a)
 {
-    if (d->fused == MLP_FUSED_RELU) {
-        relu4(n, z, z, a);
-    } else if (d->fused == MLP_FUSED_SIGMOID) { /* the usual output: no epilogue set-up */
+    if (d->fused == MLP_FUSED_SIGMOID) { /* the usual output: no epilogue set-up */
         for (size_t i = 0; i < n; i++)
             a[i] = mlp_sigmoidf(z[i]);
     } else if (d->fused != MLP_FUSED_NONE) {
@@ -85,6 +67,16 @@ static MLP_ALWAYS_INLINE void activate(const mlp_dense *d, size_t n, float *z, f
 }
 
 #ifdef __SSE2__
+/* Stores four values of z and, unless relu is NULL, their ReLU there:
+ * from the register, not loaded back from z (a load right after the
+ * store would wait for it). */
+static inline void store_z(float *z, __m128 v, float *relu)
+{
+    _mm_storeu_ps(z, v);
+    if (relu)
+        _mm_storeu_ps(relu, _mm_and_ps(_mm_cmpgt_ps(v, _mm_setzero_ps()), v));
+}
+
 /* The sums of the lanes of s0, s1, s2 and s3, as one vector. */
 static inline __m128 sum_lanes4(__m128 s0, __m128 s1, __m128 s2, __m128 s3)
 {
@@ -108,7 +100,7 @@ static inline float sum_lanes(__m128 s)
  * reach the cache). Inlined with in a constant for the narrowest layers
  * (below), where the inner loops then unroll. */
 static MLP_ALWAYS_INLINE void product(size_t in, size_t out, const float *x, const float *w,
-                                      const float *b, float *z)
+                                      const float *b, float *z, float *relu)
 {
     size_t o = 0;
 #ifdef __SSE2__
@@ -118,7 +110,7 @@ static MLP_ALWAYS_INLINE void product(size_t in, size_t out, const float *x, con
             __m128 c0 = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
             __m128 c1 = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
             __m128 sum = _mm_add_ps(_mm_mul_ps(x0, c0), _mm_mul_ps(x1, c1));
-            _mm_storeu_ps(z + o, _mm_add_ps(_mm_loadu_ps(b + o), sum));
+            store_z(z + o, _mm_add_ps(_mm_loadu_ps(b + o), sum), relu ? relu + o : NULL);
         }
     }
 #endif
@@ -140,7 +132,7 @@ static MLP_ALWAYS_INLINE void product(size_t in, size_t out, const float *x, con
                 __m128 column = _mm_set_ps(w3[i], w2[i], w1[i], w0[i]);
                 sum = _mm_add_ps(sum, _mm_mul_ps(_mm_set1_ps(x[i]), column));
             }
-            _mm_storeu_ps(z + o, _mm_add_ps(_mm_loadu_ps(b + o), sum));
+            store_z(z + o, _mm_add_ps(_mm_loadu_ps(b + o), sum), relu ? relu + o : NULL);
             continue;
         }
 #endif
@@ -152,12 +144,15 @@ static MLP_ALWAYS_INLINE void product(size_t in, size_t out, const float *x, con
             s3 += x[i] * w3[i];
         }
 #ifdef __SSE2__
-        _mm_storeu_ps(z + o, _mm_add_ps(_mm_loadu_ps(b + o), _mm_set_ps(s3, s2, s1, s0)));
+        store_z(z + o, _mm_add_ps(_mm_loadu_ps(b + o), _mm_set_ps(s3, s2, s1, s0)),
+                relu ? relu + o : NULL);
 #else
-        z[o] = b[o] + s0;
-        z[o + 1] = b[o + 1] + s1;
-        z[o + 2] = b[o + 2] + s2;
-        z[o + 3] = b[o + 3] + s3;
+        const float sums[4] = {s0, s1, s2, s3};
+        for (size_t k = 0; k < 4; k++) {
+            z[o + k] = b[o + k] + sums[k];
+            if (relu)
+                relu[o + k] = where_positive(z[o + k], z[o + k]);
+        }
 #endif
     }
     for (; o < out; o++) {
@@ -175,6 +170,8 @@ static MLP_ALWAYS_INLINE void product(size_t in, size_t out, const float *x, con
         for (; i < in; i++)
             sum += x[i] * wo[i];
         z[o] = b[o] + sum;
+        if (relu)
+            relu[o] = where_positive(z[o], z[o]);
     }
 }
 
@@ -182,14 +179,15 @@ static MLP_ALWAYS_INLINE void forward(const mlp_dense *d, const float *params, c
                                       float *z, float *a)
 {
     const float *w = params + d->w_offset, *b = params + d->b_offset;
+    float *relu = a && d->fused == MLP_FUSED_RELU ? a : NULL; /* made with z */
     switch (d->fan_in) {
-    case 1: product(1, d->units, x, w, b, z); break;
-    case 2: product(2, d->units, x, w, b, z); break;
-    case 3: product(3, d->units, x, w, b, z); break;
-    case 4: product(4, d->units, x, w, b, z); break;
-    default: product(d->fan_in, d->units, x, w, b, z); break;
+    case 1: product(1, d->units, x, w, b, z, relu); break;
+    case 2: product(2, d->units, x, w, b, z, relu); break;
+    case 3: product(3, d->units, x, w, b, z, relu); break;
+    case 4: product(4, d->units, x, w, b, z, relu); break;
+    default: product(d->fan_in, d->units, x, w, b, z, relu); break;
     }
-    if (a)
+    if (a && !relu)
         activate(d, d->units, z, a);
 }
 
@@ -342,9 +340,10 @@ static MLP_ALWAYS_INLINE int sgd_update(size_t in, size_t out, float *w, float *
     return bad;
 }
 
-/* dx = W^T dz, each element summed over o in order. */
+/* dx = W^T dz, each element summed over o in order, and, unless relu_z is
+ * NULL, taken through the ReLU at relu_z before it is stored. */
 static MLP_ALWAYS_INLINE void input_gradient(size_t in, size_t out, const float *w, const float *dz,
-                                             float *dx)
+                                             const float *relu_z, float *dx)
 {
     size_t i = 0;
 #ifdef __SSE2__
@@ -352,6 +351,8 @@ static MLP_ALWAYS_INLINE void input_gradient(size_t in, size_t out, const float 
         __m128 sum = _mm_mul_ps(_mm_set1_ps(dz[0]), _mm_loadu_ps(w + i));
         for (size_t o = 1; o < out; o++)
             sum = _mm_add_ps(sum, _mm_mul_ps(_mm_set1_ps(dz[o]), _mm_loadu_ps(w + o * in + i)));
+        if (relu_z)
+            sum = _mm_and_ps(_mm_cmpgt_ps(_mm_loadu_ps(relu_z + i), _mm_setzero_ps()), sum);
         _mm_storeu_ps(dx + i, sum);
     }
 #endif
@@ -359,29 +360,29 @@ static MLP_ALWAYS_INLINE void input_gradient(size_t in, size_t out, const float 
         float sum = dz[0] * w[i];
         for (size_t o = 1; o < out; o++)
             sum += dz[o] * w[o * in + i];
-        dx[i] = sum;
+        dx[i] = relu_z ? where_positive(relu_z[i], sum) : sum;
     }
 }
 
-/* dx = dL/dx of a small layer from its dL/dz dz, taken on in place through
- * the previous layer's activation to dL/d(prev z) if that is a built-in one
- * (prev->fused), from prev_z and prev_a. */
+/* dx = dL/dx of a small layer from its dL/dz dz, taken on through the
+ * previous layer's activation to dL/d(prev z) if that is a built-in one
+ * (prev->fused), from prev_z and prev_a: the ReLU as dx is formed, the
+ * others in place after. */
 static MLP_ALWAYS_INLINE void small_input_gradient(const mlp_dense *d, const float *w,
                                                    const float *dz, const mlp_dense *prev,
                                                    const float *prev_z, const float *prev_a,
                                                    float *dx)
 {
     size_t n = d->fan_in;
+    const float *relu_z = prev->fused == MLP_FUSED_RELU ? prev_z : NULL;
     switch (n) {
-    case 1: input_gradient(1, d->units, w, dz, dx); break;
-    case 2: input_gradient(2, d->units, w, dz, dx); break;
-    case 3: input_gradient(3, d->units, w, dz, dx); break;
-    case 4: input_gradient(4, d->units, w, dz, dx); break;
-    default: input_gradient(n, d->units, w, dz, dx); break;
+    case 1: input_gradient(1, d->units, w, dz, relu_z, dx); break;
+    case 2: input_gradient(2, d->units, w, dz, relu_z, dx); break;
+    case 3: input_gradient(3, d->units, w, dz, relu_z, dx); break;
+    case 4: input_gradient(4, d->units, w, dz, relu_z, dx); break;
+    default: input_gradient(n, d->units, w, dz, relu_z, dx); break;
     }
-    if (prev->fused == MLP_FUSED_RELU) {
-        relu4(n, prev_z, dx, dx);
-    } else if (prev->fused != MLP_FUSED_NONE) {
+    if (!relu_z && prev->fused != MLP_FUSED_NONE) {
         const mlp_epilogue backward = {prev->fused, 1, NULL, prev_z, prev_a, n, NULL};
         mlp_epilogue_block(&backward, 0, 0, 1, n, dx, n);
     }
