@@ -285,9 +285,9 @@ double mlp_bce_logits_n(size_t n, const float *z, const float *target, float *gr
  * receives dL/dz (fused, *fused set true) or dL/da. Without value, a
  * built-in loss may skip the loss itself and return 0 where it is certainly
  * finite as a float. */
-static inline double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act,
-                                   size_t rows, size_t cols, const float *z, const float *a,
-                                   const float *target, float *grad, bool *fused, bool value)
+static inline double mlp_loss_eval(const mlp_loss *loss, const mlp_activation *out_act, size_t rows,
+                                   size_t cols, const float *z, const float *a, const float *target,
+                                   float *grad, bool *fused, bool value)
 {
     bool use_logits = mlp_loss_fused(loss, out_act);
     if (fused)

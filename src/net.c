@@ -530,8 +530,9 @@ static mlp_status backprop_accumulate(mlp *net)
 /* The loss of the cached forward against target (in *value, or 0 where
  * it is not needed and certainly finite), and its gradient dL/dz for the
  * output layer in net->grad_z, both checked. */
-static MLP_ALWAYS_INLINE mlp_status output_gradient(mlp *net, const mlp_loss *loss, const float *target,
-                                  bool need_value, double *value)
+static MLP_ALWAYS_INLINE mlp_status output_gradient(mlp *net, const mlp_loss *loss,
+                                                    const float *target, bool need_value,
+                                                    double *value)
 {
     const mlp_dense *last = &net->layers[net->n_layers - 1];
     size_t n_out = net->batch * last->units;
