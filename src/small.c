@@ -185,6 +185,7 @@ static MLP_ALWAYS_INLINE void forward(const mlp_dense *d, const float *params, c
     case 2: product(2, d->units, x, w, b, z, relu); break;
     case 3: product(3, d->units, x, w, b, z, relu); break;
     case 4: product(4, d->units, x, w, b, z, relu); break;
+    case 8: product(8, d->units, x, w, b, z, relu); break;
     default: product(d->fan_in, d->units, x, w, b, z, relu); break;
     }
     if (a && !relu)
@@ -380,6 +381,7 @@ static MLP_ALWAYS_INLINE void small_input_gradient(const mlp_dense *d, const flo
     case 2: input_gradient(2, d->units, w, dz, relu_z, dx); break;
     case 3: input_gradient(3, d->units, w, dz, relu_z, dx); break;
     case 4: input_gradient(4, d->units, w, dz, relu_z, dx); break;
+    case 8: input_gradient(8, d->units, w, dz, relu_z, dx); break;
     default: input_gradient(n, d->units, w, dz, relu_z, dx); break;
     }
     if (!relu_z && prev->fused != MLP_FUSED_NONE) {
@@ -417,6 +419,7 @@ static MLP_ALWAYS_INLINE int layer_sgd(const mlp_dense *d, float *params, const 
     case 2: return sgd_update(2, d->units, w, b, x, dz, lr, wd, ow, ob);
     case 3: return sgd_update(3, d->units, w, b, x, dz, lr, wd, ow, ob);
     case 4: return sgd_update(4, d->units, w, b, x, dz, lr, wd, ow, ob);
+    case 8: return sgd_update(8, d->units, w, b, x, dz, lr, wd, ow, ob);
     default: return sgd_update(d->fan_in, d->units, w, b, x, dz, lr, wd, ow, ob);
     }
 }
