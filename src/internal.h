@@ -237,6 +237,8 @@ mlp_status mlp_check_activation(const mlp_activation *act);
 
 static inline mlp_status mlp_check_loss(const mlp_loss *loss)
 {
+    if (loss == &mlp_bce || loss == &mlp_cross_entropy || loss == &mlp_mse)
+        return MLP_OK; /* the usual ones, valid by construction */
     if (!loss || loss->abi_version != MLP_LOSS_ABI || !loss->name || !loss->loss ||
         (!loss->fused_activation != !loss->loss_logits))
         return MLP_ERR_INVALID;

@@ -53,7 +53,7 @@ double mlp_bce_logits_n(size_t n, const float *z, const float *target, float *gr
     double sum = 0.0;
     bool large = false;
     for (size_t i = 0; i < n; i++) {
-        double zi = z[i], t = target[i], e = exp(-fabs(zi)), d = 1.0 + e;
+        double zi = z[i], t = target[i], e = expf(-fabsf(z[i])), d = 1.0 + e;
         if (value)
             sum += (zi > 0.0 ? zi : 0.0) - t * zi + log1p(e);
         else

@@ -310,9 +310,17 @@ static MLP_ALWAYS_INLINE int sgd_update(size_t in, size_t out, float *w, float *
         }
         for (; j < out; j++)
             bad |= sgd1(w + j, dz[j] * x[0], lr, wd, ow + j);
-    } else if (in == 2) { /* two rows at a time */
+    } else if (in == 2) { /* four rows, then two, at a time */
         size_t j = 0;
-        for (__m128 xv = _mm_set_ps(x[1], x[0], x[1], x[0]); j + 2 <= out; j += 2) {
+        const __m128 xv = _mm_set_ps(x[1], x[0], x[1], x[0]);
+        for (; j + 4 <= out; j += 4) {
+            __m128 d4 = _mm_loadu_ps(dz + j);
+            __m128 g0 = _mm_mul_ps(_mm_unpacklo_ps(d4, d4), xv);
+            __m128 g1 = _mm_mul_ps(_mm_unpackhi_ps(d4, d4), xv);
+            nonfinite = _mm_or_si128(nonfinite, sgd4(w + 2 * j, g0, lrv, wdv, ow + 2 * j));
+            nonfinite = _mm_or_si128(nonfinite, sgd4(w + 2 * j + 4, g1, lrv, wdv, ow + 2 * j + 4));
+        }
+        for (; j + 2 <= out; j += 2) {
             __m128 g = _mm_mul_ps(_mm_set_ps(dz[j + 1], dz[j + 1], dz[j], dz[j]), xv);
             nonfinite = _mm_or_si128(nonfinite, sgd4(w + 2 * j, g, lrv, wdv, ow + 2 * j));
         }
