@@ -261,92 +261,91 @@ static MLP_ALWAYS_INLINE int gradients(size_t in, size_t out, const float *x, co
     return bad | mlp_nonfinite(dz_max * x_max);
 }
 
+/* Running sums of new parameter values: a NaN or Inf stays in a sum, so
+ * one addition per four values stands for a check of each; a sum may also
+ * overflow with every value finite, so a sum that is not finite only sends
+ * the caller to check the values themselves. */
+typedef struct sgd_sums {
+#ifdef __SSE2__
+    __m128 v;
+#endif
+    float s;
+} sgd_sums;
+
 #ifdef __SSE2__
 /* Four plain-SGD updates (mlp_sgd) of w in place from the gradients g,
- * the old values kept in old; returns a lane mask of the new weights that
- * are NaN or Inf. */
-static inline __m128i sgd4(float *w, __m128 g, __m128 lr, __m128 wd, float *old)
+ * the old values kept in old, the new ones added to sums. */
+static inline void sgd4(float *w, __m128 g, __m128 lr, __m128 wd, float *old, sgd_sums *sums)
 {
-    const __m128i exponent = _mm_set1_epi32(0x7f800000);
     __m128 wv = _mm_loadu_ps(w);
     __m128 nw = _mm_sub_ps(wv, _mm_mul_ps(lr, _mm_add_ps(g, _mm_mul_ps(wd, wv))));
     _mm_storeu_ps(old, wv);
     _mm_storeu_ps(w, nw);
-    __m128i e = _mm_and_si128(_mm_castps_si128(nw), exponent);
-    return _mm_cmpeq_epi32(e, exponent);
+    sums->v = _mm_add_ps(sums->v, nw);
 }
 #endif
 
 /* One plain-SGD update of *w in place from the gradient g, the old value
- * kept in *old; returns nonzero if the new one is NaN or Inf. */
-static inline int sgd1(float *w, float g, float lr, float wd, float *old)
+ * kept in *old, the new one added to sums. */
+static inline void sgd1(float *w, float g, float lr, float wd, float *old, sgd_sums *sums)
 {
     float v = mlp_sgd(*w, g, lr, wd);
     *old = *w;
     *w = v;
-    return mlp_nonfinite(v);
+    sums->s += v;
 }
 
 /* A plain-SGD step of one small layer's weights w and biases b in place,
  * on dW = dz x^T, db = dz, inlined like gradients(); the old values are
- * kept in ow and ob. Vector and scalar code round alike: each weight is
- * mlp_sgd of the product dz[o] * x[i]. Returns nonzero if any new value
- * is NaN or Inf. */
-static MLP_ALWAYS_INLINE int sgd_update(size_t in, size_t out, float *w, float *b, const float *x,
-                                        const float *dz, float lr, float wd, float *ow, float *ob)
+ * kept in ow and ob, the new ones added to sums. Vector and scalar code
+ * round alike: each weight is mlp_sgd of the product dz[o] * x[i]. */
+static MLP_ALWAYS_INLINE void sgd_update(size_t in, size_t out, float *w, float *b, const float *x,
+                                         const float *dz, float lr, float wd, float *ow, float *ob,
+                                         sgd_sums *sums)
 {
-    int bad = 0;
     size_t o = 0;
 #ifdef __SSE2__
     const __m128 lrv = _mm_set1_ps(lr), wdv = _mm_set1_ps(wd);
-    __m128i nonfinite = _mm_setzero_si128();
     for (; o + 4 <= out; o += 4)
-        nonfinite = _mm_or_si128(nonfinite, sgd4(b + o, _mm_loadu_ps(dz + o), lrv, wdv, ob + o));
+        sgd4(b + o, _mm_loadu_ps(dz + o), lrv, wdv, ob + o, sums);
     if (in == 1) { /* W is a column: dz times one input */
         size_t j = 0;
-        for (__m128 xv = _mm_set1_ps(x[0]); j + 4 <= out; j += 4) {
-            __m128 g = _mm_mul_ps(_mm_loadu_ps(dz + j), xv);
-            nonfinite = _mm_or_si128(nonfinite, sgd4(w + j, g, lrv, wdv, ow + j));
-        }
+        for (__m128 xv = _mm_set1_ps(x[0]); j + 4 <= out; j += 4)
+            sgd4(w + j, _mm_mul_ps(_mm_loadu_ps(dz + j), xv), lrv, wdv, ow + j, sums);
         for (; j < out; j++)
-            bad |= sgd1(w + j, dz[j] * x[0], lr, wd, ow + j);
+            sgd1(w + j, dz[j] * x[0], lr, wd, ow + j, sums);
     } else if (in == 2) { /* four rows, then two, at a time */
         size_t j = 0;
         const __m128 xv = _mm_set_ps(x[1], x[0], x[1], x[0]);
         for (; j + 4 <= out; j += 4) {
             __m128 d4 = _mm_loadu_ps(dz + j);
-            __m128 g0 = _mm_mul_ps(_mm_unpacklo_ps(d4, d4), xv);
-            __m128 g1 = _mm_mul_ps(_mm_unpackhi_ps(d4, d4), xv);
-            nonfinite = _mm_or_si128(nonfinite, sgd4(w + 2 * j, g0, lrv, wdv, ow + 2 * j));
-            nonfinite = _mm_or_si128(nonfinite, sgd4(w + 2 * j + 4, g1, lrv, wdv, ow + 2 * j + 4));
+            sgd4(w + 2 * j, _mm_mul_ps(_mm_unpacklo_ps(d4, d4), xv), lrv, wdv, ow + 2 * j, sums);
+            sgd4(w + 2 * j + 4, _mm_mul_ps(_mm_unpackhi_ps(d4, d4), xv), lrv, wdv, ow + 2 * j + 4,
+                 sums);
         }
         for (; j + 2 <= out; j += 2) {
             __m128 g = _mm_mul_ps(_mm_set_ps(dz[j + 1], dz[j + 1], dz[j], dz[j]), xv);
-            nonfinite = _mm_or_si128(nonfinite, sgd4(w + 2 * j, g, lrv, wdv, ow + 2 * j));
+            sgd4(w + 2 * j, g, lrv, wdv, ow + 2 * j, sums);
         }
         for (; j < out; j++)
             for (size_t i = 0; i < 2; i++)
-                bad |= sgd1(w + 2 * j + i, dz[j] * x[i], lr, wd, ow + 2 * j + i);
+                sgd1(w + 2 * j + i, dz[j] * x[i], lr, wd, ow + 2 * j + i, sums);
     } else {
         for (size_t j = 0; j < out; j++) {
             size_t i = 0, row = j * in;
-            for (__m128 g = _mm_set1_ps(dz[j]); i + 4 <= in; i += 4) {
-                __m128 gi = _mm_mul_ps(g, _mm_loadu_ps(x + i));
-                nonfinite = _mm_or_si128(nonfinite, sgd4(w + row + i, gi, lrv, wdv, ow + row + i));
-            }
+            for (__m128 g = _mm_set1_ps(dz[j]); i + 4 <= in; i += 4)
+                sgd4(w + row + i, _mm_mul_ps(g, _mm_loadu_ps(x + i)), lrv, wdv, ow + row + i, sums);
             for (; i < in; i++)
-                bad |= sgd1(w + row + i, dz[j] * x[i], lr, wd, ow + row + i);
+                sgd1(w + row + i, dz[j] * x[i], lr, wd, ow + row + i, sums);
         }
     }
-    bad |= _mm_movemask_epi8(nonfinite) != 0;
 #else
     for (size_t j = 0; j < out; j++)
         for (size_t i = 0; i < in; i++)
-            bad |= sgd1(w + j * in + i, dz[j] * x[i], lr, wd, ow + j * in + i);
+            sgd1(w + j * in + i, dz[j] * x[i], lr, wd, ow + j * in + i, sums);
 #endif
     for (; o < out; o++)
-        bad |= sgd1(b + o, dz[o], lr, wd, ob + o);
-    return bad;
+        sgd1(b + o, dz[o], lr, wd, ob + o, sums);
 }
 
 /* dx = W^T dz, each element summed over o in order, and, unless relu_z is
@@ -417,18 +416,19 @@ int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, 
 }
 
 /* sgd_update for one layer, specialised for the narrowest. */
-static MLP_ALWAYS_INLINE int layer_sgd(const mlp_dense *d, float *params, const float *x,
-                                       const float *dz, float lr, float wd, float *old)
+static MLP_ALWAYS_INLINE void layer_sgd(const mlp_dense *d, float *params, const float *x,
+                                        const float *dz, float lr, float wd, float *old,
+                                        sgd_sums *sums)
 {
     float *w = params + d->w_offset, *b = params + d->b_offset;
     float *ow = old + d->w_offset, *ob = old + d->b_offset;
     switch (d->fan_in) {
-    case 1: return sgd_update(1, d->units, w, b, x, dz, lr, wd, ow, ob);
-    case 2: return sgd_update(2, d->units, w, b, x, dz, lr, wd, ow, ob);
-    case 3: return sgd_update(3, d->units, w, b, x, dz, lr, wd, ow, ob);
-    case 4: return sgd_update(4, d->units, w, b, x, dz, lr, wd, ow, ob);
-    case 8: return sgd_update(8, d->units, w, b, x, dz, lr, wd, ow, ob);
-    default: return sgd_update(d->fan_in, d->units, w, b, x, dz, lr, wd, ow, ob);
+    case 1: sgd_update(1, d->units, w, b, x, dz, lr, wd, ow, ob, sums); break;
+    case 2: sgd_update(2, d->units, w, b, x, dz, lr, wd, ow, ob, sums); break;
+    case 3: sgd_update(3, d->units, w, b, x, dz, lr, wd, ow, ob, sums); break;
+    case 4: sgd_update(4, d->units, w, b, x, dz, lr, wd, ow, ob, sums); break;
+    case 8: sgd_update(8, d->units, w, b, x, dz, lr, wd, ow, ob, sums); break;
+    default: sgd_update(d->fan_in, d->units, w, b, x, dz, lr, wd, ow, ob, sums); break;
     }
 }
 
@@ -436,15 +436,22 @@ int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old)
 {
     float *dz = net->grad_z, *spare = net->grad_a;
     float lr = sgd->lr, wd = sgd->wd;
-    int bad = 0;
+    sgd_sums sums = {.s = 0.0f};
+#ifdef __SSE2__
+    sums.v = _mm_setzero_ps();
+#endif
     const mlp_dense *first = net->layers, *d = first + net->n_layers - 1;
     for (; d > first; d--) {
         const mlp_dense *prev = d - 1;
         const float *x = net->a_cache + prev->z_offset, *prev_z = net->z_cache + prev->z_offset;
         /* dL/d(prev a) first, with the weights before the step */
         small_input_gradient(d, net->params + d->w_offset, dz, prev, prev_z, x, spare);
-        bad |= layer_sgd(d, net->params, x, dz, lr, wd, old);
+        layer_sgd(d, net->params, x, dz, lr, wd, old, &sums);
         mlp_next_dz(prev, 1, prev_z, x, &dz, &spare);
     }
-    return bad | layer_sgd(first, net->params, net->x_cache, dz, lr, wd, old);
+    layer_sgd(first, net->params, net->x_cache, dz, lr, wd, old, &sums);
+#ifdef __SSE2__
+    sums.s += sum_lanes(sums.v);
+#endif
+    return !mlp_nonfinite(sums.s) ? 0 : !mlp_all_finite_wide(net->params, net->n_params);
 }
