@@ -359,6 +359,34 @@ static void test_fused_step_changes_every_layer_and_lowers_the_loss(void **state
     }
 }
 
+/* Huge finite parameters whose sum overflows float: every new value is
+ * finite, so the step must be taken (the fused path checks its new values
+ * through running sums, and only a sum that overflows sends it to check
+ * them one by one), and be the three calls' step. 2-8-1 with all first-layer
+ * biases -3e38: every ReLU unit is off, z of the output stays small. */
+static void test_step_with_parameters_summing_past_float_is_taken(void **state)
+{
+    (void)state;
+    const net_spec *spec = &specs[0]; /* 2-8-1 relu sigmoid, bce */
+    const mlp_optimizer sgd = optimizer(MLP_OPT_SGD, 0.1);
+    mlp *net = create_net(spec, 21, NULL), *twin = create_net(spec, 21, NULL);
+    for (int k = 0; k < 2; k++) {
+        float *p = mlp_params(k ? twin : net, NULL);
+        for (size_t o = 0; o < 8; o++)
+            p[16 + o] = -3e38f; /* b1, after the 8 x 2 weights */
+    }
+    net_state before;
+    take_state(net, &before);
+    const float x[2] = {0.5f, -1.0f}, t[1] = {1.0f};
+    assert_int_equal(mlp_train_step(net, 1, x, spec->loss, t, &sgd, NULL), MLP_OK);
+    three_calls(twin, 1, x, spec->loss, t, &sgd, NULL);
+    assert_same_state(net, twin);
+    assert_true(any_changed(mlp_params(net, NULL), before.params, before.n));
+    free_state(&before);
+    mlp_free(net);
+    mlp_free(twin);
+}
+
 /* ---- 3. nothing pending after a step ------------------------------------ */
 
 /* On the fused path (batch 1, SGD), with Adam and on a batch of 4; a
@@ -921,6 +949,7 @@ int main(void)
         cmocka_unit_test(test_train_step_is_bit_identical_to_the_three_calls),
         cmocka_unit_test(test_switching_optimizer_kinds_matches_the_three_calls),
         cmocka_unit_test(test_fused_step_changes_every_layer_and_lowers_the_loss),
+        cmocka_unit_test(test_step_with_parameters_summing_past_float_is_taken),
         cmocka_unit_test(test_after_a_step_no_forward_and_no_gradients_are_pending),
         cmocka_unit_test(test_refusals_on_the_fused_path_change_nothing),
         cmocka_unit_test(test_refusals_on_a_batch_change_nothing),
