@@ -274,11 +274,16 @@ typedef struct sgd_sums {
 
 #ifdef __SSE2__
 /* Four plain-SGD updates (mlp_sgd) of w in place from the gradients g,
- * the old values kept in old, the new ones added to sums. */
-static inline void sgd4(float *w, __m128 g, __m128 lr, __m128 wd, float *old, sgd_sums *sums)
+ * the old values kept in old, the new ones added to sums. Without decay
+ * (weight decay 0) g + 0 w is left out: it is g, or a zero of the other
+ * sign, which w - lr g turns into the same value; and where w is Inf or
+ * NaN both are (the step is refused). */
+static MLP_ALWAYS_INLINE void sgd4(float *w, __m128 g, __m128 lr, __m128 wd, float *old,
+                                   sgd_sums *sums, bool decay)
 {
     __m128 wv = _mm_loadu_ps(w);
-    __m128 nw = _mm_sub_ps(wv, _mm_mul_ps(lr, _mm_add_ps(g, _mm_mul_ps(wd, wv))));
+    __m128 sum = decay ? _mm_add_ps(g, _mm_mul_ps(wd, wv)) : g;
+    __m128 nw = _mm_sub_ps(wv, _mm_mul_ps(lr, sum));
     _mm_storeu_ps(old, wv);
     _mm_storeu_ps(w, nw);
     sums->v = _mm_add_ps(sums->v, nw);
@@ -286,10 +291,11 @@ static inline void sgd4(float *w, __m128 g, __m128 lr, __m128 wd, float *old, sg
 #endif
 
 /* One plain-SGD update of *w in place from the gradient g, the old value
- * kept in *old, the new one added to sums. */
-static inline void sgd1(float *w, float g, float lr, float wd, float *old, sgd_sums *sums)
+ * kept in *old, the new one added to sums; decay as for sgd4. */
+static MLP_ALWAYS_INLINE void sgd1(float *w, float g, float lr, float wd, float *old,
+                                   sgd_sums *sums, bool decay)
 {
-    float v = mlp_sgd(*w, g, lr, wd);
+    float step = lr * g, v = decay ? mlp_sgd(*w, g, lr, wd) : *w - step;
     *old = *w;
     *w = v;
     sums->s += v;
@@ -301,51 +307,53 @@ static inline void sgd1(float *w, float g, float lr, float wd, float *old, sgd_s
  * round alike: each weight is mlp_sgd of the product dz[o] * x[i]. */
 static MLP_ALWAYS_INLINE void sgd_update(size_t in, size_t out, float *w, float *b, const float *x,
                                          const float *dz, float lr, float wd, float *ow, float *ob,
-                                         sgd_sums *sums)
+                                         sgd_sums *sums, bool decay)
 {
     size_t o = 0;
 #ifdef __SSE2__
     const __m128 lrv = _mm_set1_ps(lr), wdv = _mm_set1_ps(wd);
     for (; o + 4 <= out; o += 4)
-        sgd4(b + o, _mm_loadu_ps(dz + o), lrv, wdv, ob + o, sums);
+        sgd4(b + o, _mm_loadu_ps(dz + o), lrv, wdv, ob + o, sums, decay);
     if (in == 1) { /* W is a column: dz times one input */
         size_t j = 0;
         for (__m128 xv = _mm_set1_ps(x[0]); j + 4 <= out; j += 4)
-            sgd4(w + j, _mm_mul_ps(_mm_loadu_ps(dz + j), xv), lrv, wdv, ow + j, sums);
+            sgd4(w + j, _mm_mul_ps(_mm_loadu_ps(dz + j), xv), lrv, wdv, ow + j, sums, decay);
         for (; j < out; j++)
-            sgd1(w + j, dz[j] * x[0], lr, wd, ow + j, sums);
+            sgd1(w + j, dz[j] * x[0], lr, wd, ow + j, sums, decay);
     } else if (in == 2) { /* four rows, then two, at a time */
         size_t j = 0;
         const __m128 xv = _mm_set_ps(x[1], x[0], x[1], x[0]);
         for (; j + 4 <= out; j += 4) {
             __m128 d4 = _mm_loadu_ps(dz + j);
-            sgd4(w + 2 * j, _mm_mul_ps(_mm_unpacklo_ps(d4, d4), xv), lrv, wdv, ow + 2 * j, sums);
+            sgd4(w + 2 * j, _mm_mul_ps(_mm_unpacklo_ps(d4, d4), xv), lrv, wdv, ow + 2 * j, sums,
+                 decay);
             sgd4(w + 2 * j + 4, _mm_mul_ps(_mm_unpackhi_ps(d4, d4), xv), lrv, wdv, ow + 2 * j + 4,
-                 sums);
+                 sums, decay);
         }
         for (; j + 2 <= out; j += 2) {
             __m128 g = _mm_mul_ps(_mm_set_ps(dz[j + 1], dz[j + 1], dz[j], dz[j]), xv);
-            sgd4(w + 2 * j, g, lrv, wdv, ow + 2 * j, sums);
+            sgd4(w + 2 * j, g, lrv, wdv, ow + 2 * j, sums, decay);
         }
         for (; j < out; j++)
             for (size_t i = 0; i < 2; i++)
-                sgd1(w + 2 * j + i, dz[j] * x[i], lr, wd, ow + 2 * j + i, sums);
+                sgd1(w + 2 * j + i, dz[j] * x[i], lr, wd, ow + 2 * j + i, sums, decay);
     } else {
         for (size_t j = 0; j < out; j++) {
             size_t i = 0, row = j * in;
             for (__m128 g = _mm_set1_ps(dz[j]); i + 4 <= in; i += 4)
-                sgd4(w + row + i, _mm_mul_ps(g, _mm_loadu_ps(x + i)), lrv, wdv, ow + row + i, sums);
+                sgd4(w + row + i, _mm_mul_ps(g, _mm_loadu_ps(x + i)), lrv, wdv, ow + row + i, sums,
+                     decay);
             for (; i < in; i++)
-                sgd1(w + row + i, dz[j] * x[i], lr, wd, ow + row + i, sums);
+                sgd1(w + row + i, dz[j] * x[i], lr, wd, ow + row + i, sums, decay);
         }
     }
 #else
     for (size_t j = 0; j < out; j++)
         for (size_t i = 0; i < in; i++)
-            sgd1(w + j * in + i, dz[j] * x[i], lr, wd, ow + j * in + i, sums);
+            sgd1(w + j * in + i, dz[j] * x[i], lr, wd, ow + j * in + i, sums, decay);
 #endif
     for (; o < out; o++)
-        sgd1(b + o, dz[o], lr, wd, ob + o, sums);
+        sgd1(b + o, dz[o], lr, wd, ob + o, sums, decay);
 }
 
 /* dx = W^T dz, each element summed over o in order, and, unless relu_z is
@@ -418,24 +426,24 @@ int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, 
 /* sgd_update for one layer, specialised for the narrowest. */
 static MLP_ALWAYS_INLINE void layer_sgd(const mlp_dense *d, float *params, const float *x,
                                         const float *dz, float lr, float wd, float *old,
-                                        sgd_sums *sums)
+                                        sgd_sums *sums, bool decay)
 {
     float *w = params + d->w_offset, *b = params + d->b_offset;
     float *ow = old + d->w_offset, *ob = old + d->b_offset;
     switch (d->fan_in) {
-    case 1: sgd_update(1, d->units, w, b, x, dz, lr, wd, ow, ob, sums); break;
-    case 2: sgd_update(2, d->units, w, b, x, dz, lr, wd, ow, ob, sums); break;
-    case 3: sgd_update(3, d->units, w, b, x, dz, lr, wd, ow, ob, sums); break;
-    case 4: sgd_update(4, d->units, w, b, x, dz, lr, wd, ow, ob, sums); break;
-    case 8: sgd_update(8, d->units, w, b, x, dz, lr, wd, ow, ob, sums); break;
-    default: sgd_update(d->fan_in, d->units, w, b, x, dz, lr, wd, ow, ob, sums); break;
+    case 1: sgd_update(1, d->units, w, b, x, dz, lr, wd, ow, ob, sums, decay); break;
+    case 2: sgd_update(2, d->units, w, b, x, dz, lr, wd, ow, ob, sums, decay); break;
+    case 3: sgd_update(3, d->units, w, b, x, dz, lr, wd, ow, ob, sums, decay); break;
+    case 4: sgd_update(4, d->units, w, b, x, dz, lr, wd, ow, ob, sums, decay); break;
+    case 8: sgd_update(8, d->units, w, b, x, dz, lr, wd, ow, ob, sums, decay); break;
+    default: sgd_update(d->fan_in, d->units, w, b, x, dz, lr, wd, ow, ob, sums, decay); break;
     }
 }
 
-int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old)
+/* mlp_small_sgd_net, with decay a constant (see sgd4). */
+static MLP_ALWAYS_INLINE int sgd_net(mlp *net, float lr, float wd, float *old, bool decay)
 {
     float *dz = net->grad_z, *spare = net->grad_a;
-    float lr = sgd->lr, wd = sgd->wd;
     sgd_sums sums = {.s = 0.0f};
 #ifdef __SSE2__
     sums.v = _mm_setzero_ps();
@@ -446,12 +454,19 @@ int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old)
         const float *x = net->a_cache + prev->z_offset, *prev_z = net->z_cache + prev->z_offset;
         /* dL/d(prev a) first, with the weights before the step */
         small_input_gradient(d, net->params + d->w_offset, dz, prev, prev_z, x, spare);
-        layer_sgd(d, net->params, x, dz, lr, wd, old, &sums);
+        layer_sgd(d, net->params, x, dz, lr, wd, old, &sums, decay);
         mlp_next_dz(prev, 1, prev_z, x, &dz, &spare);
     }
-    layer_sgd(first, net->params, net->x_cache, dz, lr, wd, old, &sums);
+    layer_sgd(first, net->params, net->x_cache, dz, lr, wd, old, &sums, decay);
 #ifdef __SSE2__
     sums.s += sum_lanes(sums.v);
 #endif
     return !mlp_nonfinite(sums.s) ? 0 : !mlp_all_finite_wide(net->params, net->n_params);
+}
+
+int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old)
+{
+    if (sgd->wd == 0.0f)
+        return sgd_net(net, sgd->lr, 0.0f, old, false);
+    return sgd_net(net, sgd->lr, sgd->wd, old, true);
 }

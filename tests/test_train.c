@@ -387,6 +387,42 @@ static void test_step_with_parameters_summing_past_float_is_taken(void **state)
     mlp_free(twin);
 }
 
+/* Zeros of either sign where the gradient is a zero of either sign (the
+ * dead ReLU units of a 2-8-1, inputs of both signs): the fused step leaves
+ * out weight decay's g + 0 w when the decay is 0, which may change the sign
+ * of a zero g; the new weights must still be the three calls' bit for bit,
+ * with decay 0 and with decay. */
+static void test_signed_zero_weights_and_gradients_step_as_the_three_calls(void **state)
+{
+    (void)state;
+    const net_spec *spec = &specs[0]; /* 2-8-1 relu sigmoid, bce */
+    for (int decay = 0; decay < 2; decay++) {
+        mlp_optimizer sgd = optimizer(MLP_OPT_SGD, 0.1);
+        sgd.weight_decay = decay ? 0.01 : 0.0;
+        mlp *net = create_net(spec, 33, NULL), *twin = create_net(spec, 33, NULL);
+        for (int k = 0; k < 2; k++) {
+            float *p = mlp_params(k ? twin : net, NULL);
+            for (size_t o = 0; o < 4; o++) { /* units 0-3 dead, their weights signed zeros */
+                p[2 * o] = o % 2 ? -0.0f : 0.0f;
+                p[2 * o + 1] = o / 2 ? -0.0f : 0.0f;
+                p[16 + o] = o % 2 ? -0.0f : -1.0f; /* b1: z = b1 + 0, dead either way */
+            }
+            p[24] = -0.0f; /* the output layer's weight from unit 0 */
+        }
+        const float xs[3][2] = {{0.5f, -1.0f}, {-0.25f, 0.75f}, {-2.0f, -0.5f}}, t[1] = {1.0f};
+        for (int step = 0; step < 3; step++) {
+            assert_int_equal(mlp_train_step(net, 1, xs[step], spec->loss, t, &sgd, NULL), MLP_OK);
+            three_calls(twin, 1, xs[step], spec->loss, t, &sgd, NULL);
+            assert_same_state(net, twin);
+        }
+        /* the zeros are still zeros, and some have the sign they started with */
+        const float *p = mlp_params(net, NULL);
+        assert_true(p[0] == 0.0f && p[24] == 0.0f);
+        mlp_free(net);
+        mlp_free(twin);
+    }
+}
+
 /* ---- 3. nothing pending after a step ------------------------------------ */
 
 /* On the fused path (batch 1, SGD), with Adam and on a batch of 4; a
@@ -950,6 +986,7 @@ int main(void)
         cmocka_unit_test(test_switching_optimizer_kinds_matches_the_three_calls),
         cmocka_unit_test(test_fused_step_changes_every_layer_and_lowers_the_loss),
         cmocka_unit_test(test_step_with_parameters_summing_past_float_is_taken),
+        cmocka_unit_test(test_signed_zero_weights_and_gradients_step_as_the_three_calls),
         cmocka_unit_test(test_after_a_step_no_forward_and_no_gradients_are_pending),
         cmocka_unit_test(test_refusals_on_the_fused_path_change_nothing),
         cmocka_unit_test(test_refusals_on_a_batch_change_nothing),
