@@ -44,32 +44,9 @@ static double bce_loss(const mlp_loss *self, size_t rows, size_t cols, const flo
     return sum / (double)n;
 }
 
-/* With p = sigmoid(z): -t log p - (1-t) log(1-p) = max(z,0) - t z + log(1 + e^-|z|),
- * accurate and finite for any z, and dL/dz = p - t. Unless value is set the
- * loss is skipped (0 is returned) where it is certainly finite as a float:
- * below 1e30 for |z| (1 + |t|), as the log term is at most log 2. */
-double mlp_bce_logits_n(size_t n, const float *z, const float *target, float *grad_z, bool value)
+double mlp_bce_logits_value(size_t n, const float *z, const float *target)
 {
-    double sum = 0.0;
-    bool large = false;
-    for (size_t i = 0; i < n; i++) {
-        double zi = z[i], t = target[i], e = expf(-fabsf(z[i])), d = 1.0 + e;
-        if (value)
-            sum += (zi > 0.0 ? zi : 0.0) - t * zi + log1p(e);
-        else
-            large |= fabs(zi) * (1.0 + fabs(t)) >= 1e30;
-        /* With d = 1 + e: p - t = ((1 - t) - t e) / d for z >= 0 (p = 1 /
-         * d), else (e (1 - t) - t) / d. One division, on the path to every
-         * gradient of a step; no 1 - t d, which would cancel to a rounding
-         * error where p nears t = 1 (large z) or t = 0. */
-        if (grad_z) {
-            double num = zi >= 0.0 ? (1.0 - t) - t * e : e * (1.0 - t) - t;
-            grad_z[i] = (float)(num / (n == 1 ? d : d * (double)n)); /* d * 1 is d */
-        }
-    }
-    if (large)
-        return mlp_bce_logits_n(n, z, target, NULL, true);
-    return sum / (double)n;
+    return mlp_bce_logits_n(n, z, target, NULL, true);
 }
 
 static double bce_logits(const mlp_loss *self, size_t rows, size_t cols, const float *z,

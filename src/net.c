@@ -373,8 +373,13 @@ static MLP_ALWAYS_INLINE bool take_inputs(mlp *net, const float *x, size_t n)
 {
     if (n > 8)
         return copy_finite_wide(net->x_cache, x, n);
-    copy_floats(net->x_cache, x, n);
-    return mlp_all_finite(x, n);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        net->x_cache[i] = v;
+        bad |= mlp_nonfinite(v);
+    }
+    return !bad;
 }
 
 /* The forward pass of mlp_forward into the training cache, without
