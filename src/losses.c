@@ -73,26 +73,33 @@ static double ce_loss(const mlp_loss *self, size_t rows, size_t cols, const floa
 }
 
 /* With log p_c = z_c - lse(z), lse taken after subtracting the row max:
- * L = sum_c t_c (lse - z_c) and dL/dz_c = p_c sum(t) - t_c. */
+ * L = sum_c t_c (lse - z_c) and dL/dz_c = p_c sum(t) - t_c, with p_c =
+ * e^(z_c - max) / sum_c' e^(z_c' - max): the same exponentials as the
+ * sum, kept for rows of up to KEPT_EXPS outputs (else taken again, to the
+ * same values) rather than e^(z_c - lse), one exp less per output. */
+#define KEPT_EXPS 64
 static double ce_logits(const mlp_loss *self, size_t rows, size_t cols, const float *z,
                         const float *target, float *grad_z)
 {
     UNUSED(self);
-    double sum = 0.0;
+    double sum = 0.0, kept[KEPT_EXPS];
     for (size_t r = 0; r < rows; r++) {
         const float *zr = z + r * cols, *tr = target + r * cols;
         double max = zr[0], exp_sum = 0.0, t_sum = 0.0;
         for (size_t c = 1; c < cols; c++)
             max = fmax(max, zr[c]);
         for (size_t c = 0; c < cols; c++) {
-            exp_sum += exp(zr[c] - max);
+            double e = exp(zr[c] - max);
+            if (c < KEPT_EXPS)
+                kept[c] = e;
+            exp_sum += e;
             t_sum += tr[c];
         }
         double lse = max + log(exp_sum);
         for (size_t c = 0; c < cols; c++) {
             sum += tr[c] * (lse - zr[c]);
             if (grad_z) {
-                double p = exp(zr[c] - lse);
+                double p = (c < KEPT_EXPS ? kept[c] : exp(zr[c] - max)) / exp_sum;
                 grad_z[r * cols + c] = (float)((p * t_sum - tr[c]) / (double)rows);
             }
         }

@@ -216,6 +216,36 @@ static void test_cross_entropy_fused_handles_unnormalised_targets(void **state)
     mlp_free(net);
 }
 
+/* Softmax rows wider than the exponentials ce_logits keeps (64) take them
+ * again: each gradient is p * sum(t) - t to float precision either way,
+ * 10 and 100 outputs alike, and the value is the reference loss. */
+static void test_cross_entropy_fused_wide_rows(void **state)
+{
+    (void)state;
+    static const size_t widths[] = {10, 64, 65, 100};
+    for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++) {
+        size_t n = widths[w];
+        float logits[100], t[100], grad[100], value;
+        double max = -1e30, exp_sum = 0.0;
+        for (size_t c = 0; c < n; c++) {
+            logits[c] = (float)((int)(c * 37 % 23) - 11) * 0.5f;
+            t[c] = c == n / 3 ? 1.0f : 0.0f;
+            max = logits[c] > max ? logits[c] : max;
+        }
+        for (size_t c = 0; c < n; c++)
+            exp_sum += exp(logits[c] - max);
+        double lse = max + log(exp_sum);
+        mlp *net = logit_net(&mlp_softmax, n, logits);
+        backward_logits(net, &mlp_cross_entropy, t, &value, grad);
+        for (size_t c = 0; c < n; c++) {
+            double expected = exp(logits[c] - lse) - t[c];
+            assert_close(grad[c], expected, 2e-7 * fabs(expected) + 1e-12);
+        }
+        assert_close(value, lse - logits[n / 3], 1e-6);
+        mlp_free(net);
+    }
+}
+
 /* The fused BCE sums in double too: one logit of 1e8 against target 0
  * (loss 1e8) and 2^20 logits of -4.6 (loss ~0.01 each). */
 static void test_bce_fused_accumulates_in_double(void **state)
@@ -281,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_loss_accumulates_in_double),
         cmocka_unit_test(test_backward_reports_batch_mean_loss),
         cmocka_unit_test(test_cross_entropy_fused_handles_unnormalised_targets),
+        cmocka_unit_test(test_cross_entropy_fused_wide_rows),
         cmocka_unit_test(test_bce_fused_accumulates_in_double),
         cmocka_unit_test(test_backward_accumulates_until_step),
     };
