@@ -156,10 +156,11 @@ void mlp_small_forward_net(const mlp *net, const float *x, bool outputs);
  * or Inf: then the caller puts old back. */
 int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old);
 
-/* A plain-SGD step on n parameters w from their gradients g (mlp_sgd), in
- * place: the old values go to old and g is cleared. Returns nonzero if any
- * new value is NaN or Inf. On all OpenMP threads when n is large. */
-int mlp_sgd_span(size_t n, float *w, float *g, float *old, float lr, float wd);
+/* A plain-SGD step on n parameters w from their gradients in g (mlp_sgd),
+ * in place, the old values taking the gradients' place in g. Returns
+ * nonzero if any new value is NaN or Inf. On all OpenMP threads when n is
+ * large. */
+int mlp_sgd_span(size_t n, float *w, float *g, float lr, float wd);
 
 /* mlp_sgd_span for one sample's gradients, straight from their factors:
  * the out x in weights w (then the out biases) step on dW = dz x^T (and

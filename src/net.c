@@ -445,13 +445,14 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
  * writes the parameter gradients into dest (overwriting it). Returns
  * nonzero if any of them is NaN or Inf, checked layer by layer. grad_z and
  * grad_a take turns holding each layer's dL/dz.
- * With sgd (mlp_train_step; dest is net->grads), each layer's parameters
- * take a plain-SGD step as soon as their gradients are known (they are
- * still in the cache), after dL/dx, which needs the weights before the
- * step. The old values go to grads_scratch, the gradients are left
- * cleared (or, for a large layer at batch 1, never stored), and the return
- * value reports NaN or Inf among the new parameters; every layer is
- * processed anyway, so the caller can put all the old values back. */
+ * With sgd (mlp_train_step; dest is grads_scratch), each layer's
+ * parameters take a plain-SGD step as soon as their gradients are known
+ * (they are still in the cache), after dL/dx, which needs the weights
+ * before the step. The old values take the gradients' place in
+ * grads_scratch (for a large layer at batch 1 the gradients are never
+ * stored), net->grads is not touched, and the return value reports NaN or
+ * Inf among the new parameters; every layer is processed anyway, so the
+ * caller can put all the old values back. */
 static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
 {
     size_t batch = net->batch;
@@ -465,11 +466,11 @@ static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
         /* spare (batch, fan_in) = dL/d(prev a), taken on through prev's
          * activation in place when it is a built-in one: by the tiny path,
          * or in the product's epilogue. */
-        float *w = net->params + d->w_offset, *old = sgd ? net->grads_scratch + d->w_offset : NULL;
+        float *w = net->params + d->w_offset;
         if (mlp_small_layer(d, batch)) {
             bad |= mlp_small_backward(d, net->params, in, dz, dest, prev, prev_z, in, spare);
             if (sgd) /* W and b are one span */
-                bad |= mlp_sgd_span(d->units * (d->fan_in + 1), w, dest + d->w_offset, old, sgd->lr,
+                bad |= mlp_sgd_span(d->units * (d->fan_in + 1), w, dest + d->w_offset, sgd->lr,
                                     sgd->wd);
         } else {
             if (prev) {
@@ -478,12 +479,13 @@ static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
                                      prev->fused ? &fused : NULL, net->kernel_work);
             }
             if (sgd && batch == 1) /* no gradients stored at all */
-                bad |= mlp_sgd_outer(d->units, d->fan_in, w, dz, in, old, sgd->lr, sgd->wd);
+                bad |= mlp_sgd_outer(d->units, d->fan_in, w, dz, in, dest + d->w_offset, sgd->lr,
+                                     sgd->wd);
             else
                 bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
                                              dest + d->b_offset, net->kernel_work);
             if (sgd && batch > 1)
-                bad |= mlp_sgd_span(d->units * (d->fan_in + 1), w, dest + d->w_offset, old, sgd->lr,
+                bad |= mlp_sgd_span(d->units * (d->fan_in + 1), w, dest + d->w_offset, sgd->lr,
                                     sgd->wd);
         }
         if (!prev)
@@ -581,9 +583,9 @@ mlp_status mlp_backward(mlp *net, const mlp_loss *loss, const float *target, flo
 /* mlp_train_step's plain-SGD step, from grad_z holding the output layer's
  * dL/dz: each layer is updated in place as backward reaches it, its old
  * values kept in grads_scratch to put back if any new value is not
- * finite; the gradients stay cleared. One sample through small layers
- * takes the tiny path. The values round as mlp_step's from mlp_backward's
- * gradients. */
+ * finite; net->grads is not touched (it stays cleared). One sample through
+ * small layers takes the tiny path. The values round as mlp_step's from
+ * mlp_backward's gradients. */
 static mlp_status sgd_step(mlp *net, const mlp_optimizer *opt)
 {
     if (!net->grads_scratch) {
@@ -593,7 +595,7 @@ static mlp_status sgd_step(mlp *net, const mlp_optimizer *opt)
     }
     const mlp_sgd_rule sgd = {(float)opt->learning_rate, (float)opt->weight_decay};
     int bad = net->batch == 1 && net->all_small ? mlp_small_sgd_net(net, &sgd, net->grads_scratch)
-                                                : backprop(net, net->grads, &sgd);
+                                                : backprop(net, net->grads_scratch, &sgd);
     if (bad) {
         memcpy(net->params, net->grads_scratch, net->n_params * sizeof(float));
         return MLP_ERR_NONFINITE;

@@ -221,14 +221,14 @@ static MLP_ALWAYS_INLINE int step_pass(const step_rule *r, size_t n, float *rest
 
 /* The clones are resolved inside this file: clang wants a multiversioned
  * function's first declaration to carry the attribute. */
-MLP_VECTOR_CLONES static int sgd_span(size_t n, float *w, float *g, float *old, float lr, float wd)
+MLP_VECTOR_CLONES static int sgd_span(size_t n, float *restrict w, float *restrict g, float lr,
+                                      float wd)
 {
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
         float wi = w[i], v = mlp_sgd(wi, g[i], lr, wd);
-        old[i] = wi;
+        g[i] = wi;
         w[i] = v;
-        g[i] = 0.0f;
         bad |= mlp_nonfinite(v);
     }
     return bad;
@@ -239,19 +239,19 @@ MLP_VECTOR_CLONES static int sgd_span(size_t n, float *w, float *g, float *old, 
 #define PARALLEL_PARAMS 16384
 
 typedef struct span_job {
-    float *w, *g, *old;
+    float *w, *g;
     float lr, wd;
 } span_job;
 
 static int span_part(void *ctx, size_t lo, size_t len)
 {
     const span_job *j = ctx;
-    return sgd_span(len, j->w + lo, j->g + lo, j->old + lo, j->lr, j->wd);
+    return sgd_span(len, j->w + lo, j->g + lo, j->lr, j->wd);
 }
 
-int mlp_sgd_span(size_t n, float *w, float *g, float *old, float lr, float wd)
+int mlp_sgd_span(size_t n, float *w, float *g, float lr, float wd)
 {
-    span_job job = {w, g, old, lr, wd};
+    span_job job = {w, g, lr, wd};
     return mlp_split(n, PARALLEL_PARAMS, span_part, &job);
 }
 
