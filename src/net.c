@@ -386,8 +386,8 @@ static MLP_ALWAYS_INLINE bool take_inputs(mlp *net, const float *x, size_t n)
  * arguments to check or state to set: the outputs are left in the last
  * layer's cached a. Without outputs, the output layer's activation is left
  * out (a loss fused with it needs only z). */
-static MLP_ALWAYS_INLINE mlp_status run_forward(mlp *net, size_t batch, const float *x,
-                                                bool outputs)
+static MLP_ALWAYS_INLINE mlp_status run_forward(mlp *net, const mlp_dense *last, size_t batch,
+                                                const float *x, bool outputs)
 {
     /* Bad input is reported as such, before any allocation could fail;
      * when the cache is big enough, the copy below checks it instead. */
@@ -402,7 +402,6 @@ static MLP_ALWAYS_INLINE mlp_status run_forward(mlp *net, size_t batch, const fl
         return MLP_ERR_NONFINITE;
 
     net->batch = batch;
-    const mlp_dense *last = &net->layers[net->n_layers - 1];
     if (batch == 1 && net->all_small) {
         mlp_small_forward_net(net, x, outputs);
     } else {
@@ -428,13 +427,12 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
     net->forward_pending = false; /* on any error, as documented */
     if (!x || !mlp_batch_ok(net, batch))
         return MLP_ERR_INVALID;
-    mlp_status st = run_forward(net, batch, x, true);
+    const mlp_dense *last = &net->layers[net->n_layers - 1];
+    mlp_status st = run_forward(net, last, batch, x, true);
     if (st != MLP_OK)
         return st;
-    if (y) {
-        const mlp_dense *last = &net->layers[net->n_layers - 1];
+    if (y)
         copy_floats(y, cached_a(net, last), batch * last->units);
-    }
     net->forward_pending = true;
     return MLP_OK;
 }
@@ -537,11 +535,10 @@ static mlp_status backprop_accumulate(mlp *net)
 /* The loss of the cached forward against target (in *value, or 0 where
  * it is not needed and certainly finite), and its gradient dL/dz for the
  * output layer in net->grad_z, both checked. */
-static MLP_ALWAYS_INLINE mlp_status output_gradient(mlp *net, const mlp_loss *loss,
-                                                    const float *target, bool need_value,
-                                                    double *value)
+static MLP_ALWAYS_INLINE mlp_status output_gradient(mlp *net, const mlp_dense *last,
+                                                    const mlp_loss *loss, const float *target,
+                                                    bool need_value, double *value)
 {
-    const mlp_dense *last = &net->layers[net->n_layers - 1];
     size_t n_out = net->batch * last->units;
     if (!mlp_all_finite(target, n_out))
         return MLP_ERR_NONFINITE;
@@ -572,7 +569,8 @@ mlp_status mlp_backward(mlp *net, const mlp_loss *loss, const float *target, flo
     if (!net->forward_pending)
         return MLP_ERR_STATE;
     double value;
-    mlp_status st = output_gradient(net, loss, target, loss_out != NULL, &value);
+    mlp_status st = output_gradient(net, &net->layers[net->n_layers - 1], loss, target,
+                                    loss_out != NULL, &value);
     if (st == MLP_OK)
         st = backprop_accumulate(net);
     if (st == MLP_OK && loss_out)
@@ -618,13 +616,14 @@ mlp_status mlp_train_step(mlp *net, size_t batch, const float *x, const mlp_loss
     /* The output activation is left out where the loss is fused with it
      * and cannot make a NaN or Inf from a finite z (as it could not fail
      * mlp_forward then). */
-    const mlp_activation *out_act = net->layers[net->n_layers - 1].activation;
+    const mlp_dense *last = &net->layers[net->n_layers - 1];
+    const mlp_activation *out_act = last->activation;
     bool outputs =
         !(mlp_loss_fused(loss, out_act) && (out_act == &mlp_softmax || out_act == &mlp_sigmoid));
     double value;
-    mlp_status st = run_forward(net, batch, x, outputs);
+    mlp_status st = run_forward(net, last, batch, x, outputs);
     if (st == MLP_OK)
-        st = output_gradient(net, loss, target, loss_out != NULL, &value);
+        st = output_gradient(net, last, loss, target, loss_out != NULL, &value);
     if (st != MLP_OK)
         return st;
     if (opt->kind == MLP_OPT_SGD && opt->clip_norm == 0.0) {
