@@ -3,7 +3,7 @@
  * activations fused and everything else through its vtable.
  *
  * Covered, on a grid of 2-layer networks inputs -> units -> 3 (fan_in 1-4
- * take the specialised code, 4 and more the SSE2 code with its remainders
+ * and 8 take the specialised code, 4 and more the SSE2 code with its remainders
  * for fan_in % 4 and units % 4, plus layers at and just past 4096
  * multiply-adds):
  * - forward at batch 1 against a double-precision reference computed from
@@ -115,7 +115,7 @@ static const char *describe(const net_case *c)
     return text;
 }
 
-/* The grid: every fan_in of the specialised (1-4) and SSE2 (4+, with each
+/* The grid: every fan_in of the specialised (1-4, 8) and SSE2 (4+, with each
  * remainder of fan_in % 4) code against every units % 4, and layers at and
  * just past 4096 multiply-adds (64 x 64 and 1 x 4096 / 4096 x 1 take the
  * tiny path; 65 x 64, 64 x 65 and 4097 x 1 do not), each with every hidden
@@ -580,7 +580,7 @@ static void expect_overflow_refused(mlp *net, const float *x, const char *what, 
  * output stays of order 1. With 1e18 instead of 1e30 every product is at
  * most 2e37, and the same backward succeeds (the check is not too eager).
  * The large factor is put in every position: the SSE2 lanes, the scalar
- * remainder, and the specialised code for fan_in 1-4. */
+ * remainder, and the specialised code for fan_in 1-4 and 8. */
 static void test_overflowing_weight_gradient_is_refused(void **state)
 {
     (void)state;
