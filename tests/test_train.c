@@ -93,6 +93,9 @@ static const net_spec specs[] = {
     {100, 2, {{64, &mlp_gelu}, {10, &mlp_sigmoid}}, &mlp_bce},
     {4, 2, {{16, &mlp_relu}, {3, &mlp_sigmoid}}, &bce_copy},
     {300, 2, {{64, &mlp_relu}, {10, &mlp_softmax}}, &mlp_cross_entropy},
+    /* two-input rows stepped four, two and one at a time; eight inputs
+     * after a leaky ReLU */
+    {2, 3, {{7, &mlp_relu}, {8, &mlp_leaky_relu}, {1, &mlp_sigmoid}}, &mlp_bce},
 };
 #define N_SPECS (sizeof specs / sizeof specs[0])
 
