@@ -295,10 +295,13 @@ static inline double mlp_bce_logits_n(size_t n, const float *z, const float *tar
     double sum = 0.0;
     bool large = false;
     for (size_t i = 0; i < n; i++) {
-        /* e^-|z| in float (expf, within an ulp; exp in double takes longer
-         * on the step's critical path): the gradient is a float, and what
-         * follows is in double. */
-        double zi = z[i], t = target[i], e = expf(-fabsf(z[i])), d = 1.0 + e;
+        /* e^-|z|, for a target of 0 or 1 in float (expf: exp in double
+         * takes longer on a tiny step's critical path): num below is then
+         * e, -e, 1 or -1, and keeps e's relative precision. For a target
+         * in between, num cancels as p nears t and needs e to double
+         * precision. */
+        double zi = z[i], t = target[i];
+        double e = t == 0.0 || t == 1.0 ? expf(-fabsf(z[i])) : exp(-fabs(zi)), d = 1.0 + e;
         if (value)
             sum += (zi > 0.0 ? zi : 0.0) - t * zi + log1p(e);
         else

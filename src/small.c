@@ -275,7 +275,7 @@ typedef struct sgd_sums {
 #ifdef __SSE2__
 /* Four plain-SGD updates (mlp_sgd) of w in place from the gradients g,
  * the old values kept in old, the new ones added to sums. Without decay
- * (weight decay 0) g + 0 w is left out: it is g, or a zero of the other
+ * (weight decay +0) g + 0 w is left out: it is g, or a zero of the other
  * sign, which w - lr g turns into the same value; and where w is Inf or
  * NaN both are (the step is refused). */
 static MLP_ALWAYS_INLINE void sgd4(float *w, __m128 g, __m128 lr, __m128 wd, float *old,
@@ -466,7 +466,9 @@ static MLP_ALWAYS_INLINE int sgd_net(mlp *net, float lr, float wd, float *old, b
 
 int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old)
 {
-    if (sgd->wd == 0.0f)
+    /* +0 only: with -0 (a valid weight decay), wd w is +0 for w = -0, and
+     * -0 - lr (-0 + +0) is -0 where -0 - lr (-0) is +0. */
+    if (sgd->wd == 0.0f && !signbit(sgd->wd))
         return sgd_net(net, sgd->lr, 0.0f, old, false);
     return sgd_net(net, sgd->lr, sgd->wd, old, true);
 }

@@ -77,6 +77,33 @@ static void test_bce_fused_gradient_precise_near_the_target(void **state)
         }
 }
 
+/* A target strictly between 0 and 1 with p within a few ulps of z from
+ * it: p - t is then of order 1e-8 and cancels in num = (1 - t) - t e, so e
+ * must be good to double precision (to float, the gradient would be off by
+ * tens of per cent). Against a long double reference, 1 to 40 ulps of z
+ * either side of the float nearest logit(t). */
+static void test_bce_fused_gradient_precise_for_soft_targets(void **state)
+{
+    (void)state;
+    const float targets[] = {0.3f, 0.7f, 0.9f};
+    for (size_t k = 0; k < sizeof targets / sizeof targets[0]; k++) {
+        float t = targets[k], center = (float)log((double)t / (1.0 - (double)t));
+        for (int side = -1; side <= 1; side += 2) {
+            float logit = center;
+            for (int step = 1; step <= 40; step++) {
+                logit = nextafterf(logit, side > 0 ? INFINITY : -INFINITY);
+                long double p = 1.0L / (1.0L + expl(-(long double)logit));
+                double expected = (double)(p - (long double)t);
+                mlp *net = logit_net(&mlp_sigmoid, 1, &logit);
+                float value, grad;
+                backward_logits(net, &mlp_bce, &t, &value, &grad);
+                assert_close(grad, expected, 1e-6 * fabs(expected));
+                mlp_free(net);
+            }
+        }
+    }
+}
+
 static void test_cross_entropy_fused_exact_at_logits_100(void **state)
 {
     (void)state;
@@ -303,6 +330,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bce_fused_exact_at_logits_100),
         cmocka_unit_test(test_bce_fused_gradient_precise_near_the_target),
+        cmocka_unit_test(test_bce_fused_gradient_precise_for_soft_targets),
         cmocka_unit_test(test_cross_entropy_fused_exact_at_logits_100),
         cmocka_unit_test(test_fused_and_generic_paths_agree),
         cmocka_unit_test(test_mse_is_mean_over_elements),

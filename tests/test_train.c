@@ -392,19 +392,21 @@ static void test_step_with_parameters_summing_past_float_is_taken(void **state)
 
 /* Zeros of either sign where the gradient is a zero of either sign (the
  * dead ReLU units of a 2-8-1, inputs of both signs): the fused step leaves
- * out weight decay's g + 0 w when the decay is 0, which may change the sign
- * of a zero g; the new weights must still be the three calls' bit for bit,
- * with decay 0 and with decay. */
+ * out weight decay's g + 0 w when the decay is +0, which may change the
+ * sign of a zero g; the new weights must still be the three calls' bit for
+ * bit, with decay +0, with -0 (where -0 w is not always -0 and the term
+ * stays) and with decay. */
 static void test_signed_zero_weights_and_gradients_step_as_the_three_calls(void **state)
 {
     (void)state;
     const net_spec *spec = &specs[0]; /* 2-8-1 relu sigmoid, bce */
-    for (int decay = 0; decay < 2; decay++) {
+    static const double decays[] = {0.0, -0.0, 0.01};
+    for (int k = 0; k < 3; k++) {
         mlp_optimizer sgd = optimizer(MLP_OPT_SGD, 0.1);
-        sgd.weight_decay = decay ? 0.01 : 0.0;
+        sgd.weight_decay = decays[k];
         mlp *net = create_net(spec, 33, NULL), *twin = create_net(spec, 33, NULL);
-        for (int k = 0; k < 2; k++) {
-            float *p = mlp_params(k ? twin : net, NULL);
+        for (int copy = 0; copy < 2; copy++) {
+            float *p = mlp_params(copy ? twin : net, NULL);
             for (size_t o = 0; o < 4; o++) { /* units 0-3 dead, their weights signed zeros */
                 p[2 * o] = o % 2 ? -0.0f : 0.0f;
                 p[2 * o + 1] = o / 2 ? -0.0f : 0.0f;
