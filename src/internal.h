@@ -162,9 +162,10 @@ int mlp_small_sgd_net(mlp *net, const mlp_sgd_rule *sgd, float *old);
  * large. */
 int mlp_sgd_span(size_t n, float *w, float *g, float lr, float wd);
 
-/* mlp_sgd_span for one sample's gradients, straight from their factors:
- * the out x in weights w (then the out biases) step on dW = dz x^T (and
- * db = dz) without the gradients being stored. */
+/* A plain-SGD step for one sample's gradients, straight from their
+ * factors: the out x in weights w (then the out biases) step on dW = dz x^T
+ * (and db = dz) without the gradients being stored; the old values go to
+ * old. Returns nonzero if any new value is NaN or Inf. */
 int mlp_sgd_outer(size_t out, size_t in, float *w, const float *dz, const float *x, float *old,
                   float lr, float wd);
 

@@ -389,11 +389,11 @@ static MLP_ALWAYS_INLINE bool take_inputs(mlp *net, const float *x, size_t n)
 static MLP_ALWAYS_INLINE mlp_status run_forward(mlp *net, const mlp_dense *last, size_t batch,
                                                 const float *x, bool outputs)
 {
-    /* Bad input is reported as such, before any allocation could fail;
-     * when the cache is big enough, the copy below checks it instead. */
-    if (batch > net->batch_capacity && !mlp_all_finite(x, batch * net->inputs))
-        return MLP_ERR_NONFINITE;
     if (batch > net->batch_capacity) {
+        /* Bad input is reported as such, before any allocation could fail;
+         * when the cache is big enough, the copy below checks it instead. */
+        if (!mlp_all_finite(x, batch * net->inputs))
+            return MLP_ERR_NONFINITE;
         mlp_status st = reserve_cache(net, batch);
         if (st != MLP_OK)
             return st;
