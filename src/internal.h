@@ -280,6 +280,42 @@ static inline bool mlp_loss_fused(const mlp_loss *loss, const mlp_activation *ou
     return loss->fused_activation && loss->fused_activation == out_act;
 }
 
+/* e^x for finite x <= 0, in double, to about 2^-30 relative: as glibc's
+ * expf computes it before rounding to float (x = (k + r) ln2 / 32, e^x =
+ * 2^(k/32) e^(r ln2/32), 2^(k/32) from a table and the exponent bits, the
+ * other factor by its Taylor polynomial to r^3, which leaves 2^-31), but
+ * inline: a call clobbers every vector register, and a tiny network's
+ * train step paid for the spills around it. Below -104, e^x is 0 as a
+ * float, and x is taken as -104 so the exponent cannot wrap. */
+static inline double mlp_exp_nonpositive(float x)
+{
+    /* 2^(i/32) with i << 47 subtracted: adding k << 47 then gives
+     * 2^((k mod 32)/32) with floor(k/32) added to the exponent. */
+    static const uint64_t table[32] = {
+        0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51,
+        0x3fef72b83c7d517b, 0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1,
+        0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
+        0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585,
+        0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
+        0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
+        0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
+        0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540};
+    const double shift = 0x1.8p52; /* adding it rounds to an integer */
+    double z = (double)(x > -104.0f ? x : -104.0f) * 0x1.71547652b82fep+5; /* 32 / ln 2 */
+    double kd = z + shift;
+    uint64_t ki, bits;
+    memcpy(&ki, &kd, sizeof ki);
+    kd -= shift;
+    double r = z - kd, s;
+    bits = table[ki & 31] + (ki << 47);
+    memcpy(&s, &bits, sizeof s);
+    /* e^(r ln2/32) for |r| <= 1/2 */
+    double c1 = 0x1.62e42fefa39efp-6, c2 = 0x1.ebfbdff82c58fp-13, c3 = 0x1.c6b08d704a0c0p-20;
+    double p = c3 * r + c2, y = c1 * r + 1.0;
+    y += p * (r * r);
+    return y * s;
+}
+
 /* Binary cross-entropy on logits z, the mean over n values, with value. */
 double mlp_bce_logits_value(size_t n, const float *z, const float *target);
 
@@ -290,19 +326,21 @@ double mlp_bce_logits_value(size_t n, const float *z, const float *target);
  * where it is certainly finite as a float: below 1e30 for |z| (1 + |t|), as
  * the log term is at most log 2. Inline: a tiny network's train step spends
  * more on a call than on one output's loss. */
-static inline double mlp_bce_logits_n(size_t n, const float *z, const float *target, float *grad_z,
-                                      bool value)
+static MLP_ALWAYS_INLINE double mlp_bce_logits_each(size_t n, const float *z, const float *target,
+                                                    float *grad_z, bool value)
 {
     double sum = 0.0;
     bool large = false;
     for (size_t i = 0; i < n; i++) {
-        /* e^-|z|, for a target of 0 or 1 in float (expf: exp in double
-         * takes longer on a tiny step's critical path): num below is then
-         * e, -e, 1 or -1, and keeps e's relative precision. For a target
-         * in between, num cancels as p nears t and needs e to double
+        /* e^-|z|, for a target of 0 or 1 to 2^-30 (exp in double takes
+         * longer on a tiny step's critical path): num below is then e, -e,
+         * 1 or -1, and keeps e's relative precision. For a target in
+         * between, num cancels as p nears t and needs e to double
          * precision. */
         double zi = z[i], t = target[i];
-        double e = t == 0.0 || t == 1.0 ? expf(-fabsf(z[i])) : exp(-fabs(zi)), d = 1.0 + e;
+        bool hard = t == 0.0 || t == 1.0;
+        double e = hard ? mlp_exp_nonpositive(-fabsf(z[i])) : exp(-fabs(zi));
+        double d = 1.0 + e;
         if (value)
             sum += (zi > 0.0 ? zi : 0.0) - t * zi + log1p(e);
         else
@@ -310,15 +348,29 @@ static inline double mlp_bce_logits_n(size_t n, const float *z, const float *tar
         /* With d = 1 + e: p - t = ((1 - t) - t e) / d for z >= 0 (p = 1 /
          * d), else (e (1 - t) - t) / d. One division, on the path to every
          * gradient of a step; no 1 - t d, which would cancel to a rounding
-         * error where p nears t = 1 (large z) or t = 0. */
+         * error where p nears t = 1 (large z) or t = 0. For t = 0 or 1 the
+         * numerator is chosen, not computed (the same values, sooner). */
         if (grad_z) {
-            double num = zi >= 0.0 ? (1.0 - t) - t * e : e * (1.0 - t) - t;
+            double num;
+            if (hard) {
+                num = (zi >= 0.0) == (t == 1.0) ? e : 1.0;
+                num = t == 1.0 ? -num : num;
+            } else {
+                num = zi >= 0.0 ? (1.0 - t) - t * e : e * (1.0 - t) - t;
+            }
             grad_z[i] = (float)(num / (n == 1 ? d : d * (double)n)); /* d * 1 is d */
         }
     }
     if (large)
         return mlp_bce_logits_value(n, z, target);
     return sum / (double)n;
+}
+static inline double mlp_bce_logits_n(size_t n, const float *z, const float *target, float *grad_z,
+                                      bool value)
+{
+    if (n == 1) /* one output (binary classification): no loop to keep */
+        return mlp_bce_logits_each(1, z, target, grad_z, value);
+    return mlp_bce_logits_each(n, z, target, grad_z, value);
 }
 
 /* Loss of outputs for a finished forward of the last layer: fused on z when
