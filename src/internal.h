@@ -280,40 +280,52 @@ static inline bool mlp_loss_fused(const mlp_loss *loss, const mlp_activation *ou
     return loss->fused_activation && loss->fused_activation == out_act;
 }
 
-/* e^x for finite x <= 0, in double, to about 2^-30 relative: as glibc's
- * expf computes it before rounding to float (x = (k + r) ln2 / 32, e^x =
- * 2^(k/32) e^(r ln2/32), 2^(k/32) from a table and the exponent bits, the
- * other factor by its Taylor polynomial to r^3, which leaves 2^-31), but
- * inline: a call clobbers every vector register, and a tiny network's
- * train step paid for the spills around it. Below -104, e^x is 0 as a
- * float, and x is taken as -104 so the exponent cannot wrap. */
-static inline double mlp_exp_nonpositive(float x)
+/* 2^(i/256) for i = 0..255, as double bits, with i << 44 subtracted (see
+ * mlp_exp_reduce). */
+extern const uint64_t mlp_exp2_table[256];
+
+/* For -700 <= x <= 0: k = round(x 256/ln2), returned as a double, and s =
+ * 2^(k/256), from the table with floor(k/256) added to its exponent (s
+ * stays a normal double down to x = -700). Then e^x = s e^(x - k ln2/256),
+ * the second factor's argument at most ln2/512 in magnitude. */
+static inline double mlp_exp_split(double x, double *s)
 {
-    /* 2^(i/32) with i << 47 subtracted: adding k << 47 then gives
-     * 2^((k mod 32)/32) with floor(k/32) added to the exponent. */
-    static const uint64_t table[32] = {
-        0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51,
-        0x3fef72b83c7d517b, 0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1,
-        0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
-        0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585,
-        0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
-        0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
-        0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
-        0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540};
-    const double shift = 0x1.8p52; /* adding it rounds to an integer */
-    double z = (double)(x > -104.0f ? x : -104.0f) * 0x1.71547652b82fep+5; /* 32 / ln 2 */
-    double kd = z + shift;
+    const double shift = 0x1.8p52;                /* adding it rounds to an integer */
+    double kd = x * 0x1.71547652b82fep+8 + shift; /* 256 / ln 2 */
     uint64_t ki, bits;
     memcpy(&ki, &kd, sizeof ki);
-    kd -= shift;
-    double r = z - kd, s;
-    bits = table[ki & 31] + (ki << 47);
-    memcpy(&s, &bits, sizeof s);
-    /* e^(r ln2/32) for |r| <= 1/2 */
-    double c1 = 0x1.62e42fefa39efp-6, c2 = 0x1.ebfbdff82c58fp-13, c3 = 0x1.c6b08d704a0c0p-20;
-    double p = c3 * r + c2, y = c1 * r + 1.0;
-    y += p * (r * r);
-    return y * s;
+    bits = mlp_exp2_table[ki & 255] + (ki << 44);
+    memcpy(s, &bits, sizeof *s);
+    return kd - shift;
+}
+
+/* Inline exponentials for x <= 0 (a softmax's z - max, a logistic's
+ * -|z|), in double, from the table and a Taylor polynomial (as glibc's
+ * exp, which a call would reach with every vector register clobbered).
+ * mlp_exp_nonpositive is within 1.5 ulp of double: its reduced argument is x
+ * - k ln2/256 with ln2/256 in two parts (k times the first is exact), and
+ * its polynomial has terms to r^4. The fast one is within 2^-31 and
+ * shorter, on a tiny network's train step: the reduced argument in units
+ * of ln2/256, rounded as x 256/ln2 is, and terms to r^2. Below -700, both
+ * are 0: e^x is under 1e-304 there, and what they serve adds it to 1 or
+ * more, or rounds it to float. */
+static inline double mlp_exp_nonpositive(double x)
+{
+    if (!(x >= -700.0))
+        return 0.0;
+    double s, kd = mlp_exp_split(x, &s);
+    double r = (x - kd * 0x1.62e42fef80000p-9) - kd * 0x1.1cf79abc9e3b4p-44, r2 = r * r;
+    double p = r + r2 * (0.5 + r * (1.0 / 6.0) + r2 * (1.0 / 24.0));
+    return s + s * p;
+}
+
+static inline double mlp_exp_nonpositive_fast(double x)
+{
+    if (!(x >= -700.0))
+        return 0.0;
+    double s, z = x * 0x1.71547652b82fep+8, r = z - mlp_exp_split(x, &s);
+    const double c1 = 0x1.62e42fefa39efp-9, c2 = 0x1.ebfbdff82c58fp-19; /* (ln2/256)^n / n! */
+    return s * (1.0 + c1 * r + c2 * (r * r));
 }
 
 /* Binary cross-entropy on logits z, the mean over n values, with value. */
@@ -332,14 +344,13 @@ static MLP_ALWAYS_INLINE double mlp_bce_logits_each(size_t n, const float *z, co
     double sum = 0.0;
     bool large = false;
     for (size_t i = 0; i < n; i++) {
-        /* e^-|z|, for a target of 0 or 1 to 2^-30 (exp in double takes
-         * longer on a tiny step's critical path): num below is then e, -e,
-         * 1 or -1, and keeps e's relative precision. For a target in
-         * between, num cancels as p nears t and needs e to double
-         * precision. */
+        /* e^-|z|, for a target of 0 or 1 to 2^-31 (the shorter way, on a
+         * tiny step's longest chain): num below is then e, -e, 1 or -1, and
+         * keeps e's relative precision. For a target in between, num
+         * cancels as p nears t and needs e to double precision. */
         double zi = z[i], t = target[i];
         bool hard = t == 0.0 || t == 1.0;
-        double e = hard ? mlp_exp_nonpositive(-fabsf(z[i])) : exp(-fabs(zi));
+        double e = hard ? mlp_exp_nonpositive_fast(-fabs(zi)) : mlp_exp_nonpositive(-fabs(zi));
         double d = 1.0 + e;
         if (value)
             sum += (zi > 0.0 ? zi : 0.0) - t * zi + log1p(e);

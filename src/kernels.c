@@ -20,12 +20,15 @@
 #define DIRECT_MADDS 4096
 /* From this many multiply-adds a product is shared among threads (with
  * OpenMP): below, waking them costs more than it saves. */
-#define PARALLEL_MADDS (1u << 18)
+#define PARALLEL_MADDS (1u << 16)
 /* Threads split C by blocks of this many columns, a multiple of every tile
  * width (8, 16, 32) so only the last block has edge tiles. Each element is
  * still summed over k in the same order as on one thread: results do not
  * depend on the number of threads. */
 #define COLUMN_BLOCK 32
+/* Or, for a product of few columns, blocks of this many rows (a multiple of
+ * the AVX-512 and portable tile heights, 8 and 4). */
+#define ROW_BLOCK 8
 
 typedef struct kernel_set {
     size_t (*workspace)(size_t n);
@@ -117,6 +120,39 @@ static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_ma
     size_t blocks = (n + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
     size_t threads = max_threads();
     threads = threads < work.floats / per_thread ? threads : work.floats / per_thread;
+    if (threads > 1 && blocks < threads && m >= threads * ROW_BLOCK &&
+        m * n * k >= PARALLEL_MADDS) {
+        /* Too few columns to share (an output layer of a few units): rows
+         * instead, in blocks of ROW_BLOCK. Each row is still summed as on
+         * one thread. */
+        size_t height = (m / ROW_BLOCK + threads - 1) / threads * ROW_BLOCK;
+        int bad = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)threads) schedule(static, 1) reduction(| : bad)
+#endif
+        for (size_t t = 0; t < threads; t++) {
+            size_t r0 = t * height, r1 = t + 1 == threads || r0 + height > m ? m : r0 + height;
+            int mine = 0;
+            mlp_epilogue own = epi ? *epi : (mlp_epilogue){0};
+            own.nonfinite = epi && epi->nonfinite ? &mine : NULL;
+            /* the epilogue's operands from row r0 */
+            own.out = own.out ? own.out + r0 * own.ld : NULL;
+            own.z = own.z ? own.z + r0 * own.ld : NULL;
+            own.a = own.a ? own.a + r0 * own.ld : NULL;
+            if (r0 < r1) {
+                float *cr = c + r0 * ldc;
+                set_bias(r1 - r0, 0, n, bias, cr, ldc);
+                const mlp_matrix part = {a->data + r0 * a->row_stride, a->row_stride,
+                                         a->col_stride};
+                ks->gemm(r1 - r0, n, k, &part, b, cr, ldc, add, epi ? &own : NULL, 0,
+                         work.data + t * per_thread);
+            }
+            bad |= mine;
+        }
+        if (bad)
+            *epi->nonfinite = 1;
+        return;
+    }
     threads = threads < blocks ? threads : blocks;
     if (threads > 1 && m * n * k >= PARALLEL_MADDS) {
         size_t width = (blocks + threads - 1) / threads * COLUMN_BLOCK;

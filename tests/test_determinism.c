@@ -274,13 +274,17 @@ static void test_predict_matches_forward_bitwise(void **state)
 
 /* With OpenMP, large batches are shared among threads; the results must
  * be bit-identical whatever the thread count (tiles and summation order do
- * not depend on it). Trains the same network with 1 and with 2 threads. */
+ * not depend on it). Trains the same network with 1 and with 2 threads:
+ * products shared by columns, and, where a layer of 16 or 10 units leaves
+ * too few columns to share, by rows (with the ReLU's forward and backward
+ * done on each thread's rows). */
 static void test_training_is_identical_for_any_thread_count(void **state)
 {
     (void)state;
 #ifdef _OPENMP
-    const mlp_layer layers[3] = {{256, &mlp_relu}, {128, &mlp_relu}, {10, &mlp_softmax}};
-    const mlp_config cfg = {300, 3, layers, 9, MLP_INIT_AUTO, NULL};
+    const mlp_layer wide[3] = {{256, &mlp_relu}, {128, &mlp_relu}, {10, &mlp_softmax}};
+    const mlp_layer narrow[3] = {{16, &mlp_relu}, {512, &mlp_relu}, {10, &mlp_softmax}};
+    const mlp_layer *shapes[2] = {wide, narrow};
     enum { THREAD_BATCH = 64 };
     static float x[THREAD_BATCH * 300], t[THREAD_BATCH * 10], y1[THREAD_BATCH * 10],
         y2[THREAD_BATCH * 10];
@@ -288,24 +292,34 @@ static void test_training_is_identical_for_any_thread_count(void **state)
     test_fill(&rng, x, THREAD_BATCH * 300, -1.0f, 1.0f);
     for (int r = 0; r < THREAD_BATCH; r++)
         t[r * 10 + r % 10] = 1.0f;
-    mlp *nets[2];
-    float *outputs[2] = {y1, y2};
-    mlp_optimizer adam = mlp_optimizer_default(MLP_OPT_ADAM);
-    for (int k = 0; k < 2; k++) {
-        omp_set_num_threads(k + 1);
-        assert_int_equal(mlp_create(&nets[k], &cfg), MLP_OK);
-        for (int step = 0; step < 5; step++) {
-            assert_int_equal(mlp_forward(nets[k], THREAD_BATCH, x, NULL), MLP_OK);
-            assert_int_equal(mlp_backward(nets[k], &mlp_cross_entropy, t, NULL), MLP_OK);
-            assert_int_equal(mlp_step(nets[k], &adam), MLP_OK);
+    int threads = omp_get_max_threads();
+    for (int shape = 0; shape < 2; shape++) {
+        const mlp_config cfg = {300, 3, shapes[shape], 9, MLP_INIT_AUTO, NULL};
+        mlp *nets[2];
+        float *outputs[2] = {y1, y2};
+        mlp_optimizer adam = mlp_optimizer_default(MLP_OPT_ADAM);
+        mlp_optimizer sgd = mlp_optimizer_default(MLP_OPT_SGD);
+        for (int k = 0; k < 2; k++) {
+            omp_set_num_threads(k + 1);
+            assert_int_equal(mlp_create(&nets[k], &cfg), MLP_OK);
+            for (int step = 0; step < 5; step++) {
+                assert_int_equal(mlp_forward(nets[k], THREAD_BATCH, x, NULL), MLP_OK);
+                assert_int_equal(mlp_backward(nets[k], &mlp_cross_entropy, t, NULL), MLP_OK);
+                assert_int_equal(mlp_step(nets[k], &adam), MLP_OK);
+                assert_int_equal(
+                    mlp_train_step(nets[k], THREAD_BATCH, x, &mlp_cross_entropy, t, &sgd, NULL),
+                    MLP_OK);
+            }
+            assert_int_equal(mlp_predict(nets[k], THREAD_BATCH, x, outputs[k]), MLP_OK);
         }
-        assert_int_equal(mlp_predict(nets[k], THREAD_BATCH, x, outputs[k]), MLP_OK);
+        size_t n = mlp_param_count(nets[0]);
+        assert_memory_equal(mlp_params(nets[0], NULL), mlp_params(nets[1], NULL),
+                            n * sizeof(float));
+        assert_memory_equal(y1, y2, sizeof y1);
+        mlp_free(nets[0]);
+        mlp_free(nets[1]);
     }
-    size_t n = mlp_param_count(nets[0]);
-    assert_memory_equal(mlp_params(nets[0], NULL), mlp_params(nets[1], NULL), n * sizeof(float));
-    assert_memory_equal(y1, y2, sizeof y1);
-    mlp_free(nets[0]);
-    mlp_free(nets[1]);
+    omp_set_num_threads(threads);
 #else
     skip(); /* a build without OpenMP has one thread */
 #endif

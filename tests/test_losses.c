@@ -305,6 +305,59 @@ static void test_cross_entropy_fused_wide_rows(void **state)
     }
 }
 
+/* The softmax's exponentials come from the library's own exponential (to
+ * about 1 ulp of double). One-hot targets: every gradient within 2 ulps of
+ * float of a long double reference formed without cancellation (the
+ * target's p - 1 as minus the other classes' share), over rows of three
+ * logits spread from 0.01 to 600 apart, the target at each place. Soft
+ * targets (0.7, 0.2, 0.1) with p within a few ulps of z of them: p t_sum -
+ * t cancels there, so p must be good to double precision (to 2^-31, the
+ * gradients would be off by up to a few per cent). */
+static void test_cross_entropy_fused_gradient_precise(void **state)
+{
+    (void)state;
+    float logits[3] = {0};
+    mlp *net = logit_net(&mlp_softmax, 3, logits);
+    float *bias = mlp_params(net, NULL) + 3, value, grad[3];
+    for (int i = 0; i < 3000; i++) {
+        float spread = 0.01f * powf(60000.0f, (float)i / 2999.0f);
+        bias[0] = 0.0f, bias[1] = -spread * 0.37f, bias[2] = -spread;
+        long double e[3], sum = 0.0L;
+        for (int c = 0; c < 3; c++)
+            sum += e[c] = expl((long double)bias[c]);
+        for (int t = 0; t < 3; t++) {
+            float target[3] = {0.0f, 0.0f, 0.0f};
+            target[t] = 1.0f;
+            backward_logits(net, &mlp_cross_entropy, target, &value, grad);
+            for (int c = 0; c < 3; c++) {
+                long double expected = c == t ? -(sum - e[c]) / sum : e[c] / sum;
+                long double tol = fabsl(expected) * 0x1p-23L + 0x1p-50L;
+                if (fabsl((long double)grad[c] - expected) > tol)
+                    fail_msg("spread %g target %d: gradient %d is %a, expected %La", (double)spread,
+                             t, c, (double)grad[c], expected);
+            }
+        }
+    }
+    const float soft[3] = {0.7f, 0.2f, 0.1f};
+    for (int step = -40; step <= 40; step++) {
+        for (int c = 0; c < 3; c++)
+            bias[c] = logf(soft[c]);
+        for (int k = 0; k < (step < 0 ? -step : step); k++)
+            bias[0] = nextafterf(bias[0], step < 0 ? -INFINITY : INFINITY);
+        long double e[3], sum = 0.0L, t_sum = 0.0L;
+        for (int c = 0; c < 3; c++)
+            sum += e[c] = expl((long double)bias[c]), t_sum += soft[c];
+        backward_logits(net, &mlp_cross_entropy, soft, &value, grad);
+        for (int c = 0; c < 3; c++) {
+            long double expected = e[c] / sum * t_sum - soft[c];
+            if (fabsl((long double)grad[c] - expected) > fabsl(expected) * 1e-5L + 1e-15L)
+                fail_msg("soft targets, %d ulps: gradient %d is %a, expected %La", step, c,
+                         (double)grad[c], expected);
+        }
+    }
+    mlp_free(net);
+}
+
 /* The fused BCE sums in double too: one logit of 1e8 against target 0
  * (loss 1e8) and 2^20 logits of -4.6 (loss ~0.01 each). */
 static void test_bce_fused_accumulates_in_double(void **state)
@@ -373,6 +426,7 @@ int main(void)
         cmocka_unit_test(test_backward_reports_batch_mean_loss),
         cmocka_unit_test(test_cross_entropy_fused_handles_unnormalised_targets),
         cmocka_unit_test(test_cross_entropy_fused_wide_rows),
+        cmocka_unit_test(test_cross_entropy_fused_gradient_precise),
         cmocka_unit_test(test_bce_fused_accumulates_in_double),
         cmocka_unit_test(test_backward_accumulates_until_step),
     };
