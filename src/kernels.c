@@ -22,12 +22,11 @@
  * OpenMP): below, waking them costs more than it saves. */
 #define PARALLEL_MADDS (1u << 16)
 /* Threads split C by blocks of this many columns, a multiple of every tile
- * width (8, 16, 32) so only the last block has edge tiles. Each element is
- * still summed over k in the same order as on one thread: results do not
- * depend on the number of threads. */
+ * width (8, 16, 32) so only the last block has edge tiles, and what is left
+ * by blocks of this many rows (a multiple of the AVX-512 and portable tile
+ * heights, 8 and 4). Each element is still summed over k in the same order
+ * as on one thread: results do not depend on the number of threads. */
 #define COLUMN_BLOCK 32
-/* Or, for a product of few columns, blocks of this many rows (a multiple of
- * the AVX-512 and portable tile heights, 8 and 4). */
 #define ROW_BLOCK 8
 
 typedef struct kernel_set {
@@ -98,6 +97,29 @@ static void set_bias(size_t m, size_t j0, size_t j1, const float *bias, float *c
         memcpy(c + r * ldc + j0, bias + j0, (j1 - j0) * sizeof(float));
 }
 
+#ifndef MLP_HAVE_CBLAS
+/* Rows [r0, r1) x columns [j0, j1) of the product on the calling thread:
+ * their bias first, then A's rows times B's columns, then the epilogue on
+ * them, which reports into *bad. */
+static void gemm_block(const kernel_set *ks, size_t r0, size_t r1, size_t j0, size_t j1, size_t k,
+                       const mlp_matrix *a, const mlp_matrix *b, float *c, size_t ldc, int add,
+                       const float *bias, const mlp_epilogue *epi, float *work, int *bad)
+{
+    if (r0 >= r1 || j0 >= j1)
+        return;
+    mlp_epilogue own = epi ? *epi : (mlp_epilogue){0};
+    own.nonfinite = epi && epi->nonfinite ? bad : NULL;
+    own.out = own.out ? own.out + r0 * own.ld : NULL; /* the epilogue's operands from row r0 */
+    own.z = own.z ? own.z + r0 * own.ld : NULL;
+    own.a = own.a ? own.a + r0 * own.ld : NULL;
+    float *rows = c + r0 * ldc;
+    set_bias(r1 - r0, j0, j1, bias, rows, ldc);
+    const mlp_matrix ap = {a->data + r0 * a->row_stride, a->row_stride, a->col_stride};
+    const mlp_matrix bp = {b->data + j0 * b->col_stride, b->row_stride, b->col_stride};
+    ks->gemm(r1 - r0, j1 - j0, k, &ap, &bp, rows + j0, ldc, add, epi ? &own : NULL, j0, work);
+}
+#endif
+
 /* C = A B (+ C if add), then the epilogue, through the chosen kernels, on
  * several threads when it is large and the workspace holds a packing set
  * for each. With bias, C first has it in every row (and add is set). */
@@ -117,61 +139,34 @@ static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_ma
 #else
     const kernel_set *ks = kernels();
     size_t per_thread = ks->workspace(n);
-    size_t blocks = (n + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
     size_t threads = max_threads();
     threads = threads < work.floats / per_thread ? threads : work.floats / per_thread;
-    if (threads > 1 && blocks < threads && m >= threads * ROW_BLOCK &&
-        m * n * k >= PARALLEL_MADDS) {
-        /* Too few columns to share (an output layer of a few units): rows
-         * instead, in blocks of ROW_BLOCK. Each row is still summed as on
-         * one thread. */
+    /* Each thread takes whole blocks of columns, as many as every thread
+     * can; the blocks left over are shared by rows, so that no thread waits
+     * for another's extra block (or, with too few rows, go whole to the
+     * first threads). */
+    size_t blocks = (n + COLUMN_BLOCK - 1) / COLUMN_BLOCK, whole = threads ? blocks / threads : 0;
+    int by_rows = m >= threads * ROW_BLOCK;
+    if (threads > 1 && m * n * k >= PARALLEL_MADDS && (whole > 0 || by_rows)) {
+        size_t width = whole * COLUMN_BLOCK, rest = threads * width < n ? threads * width : n;
         size_t height = (m / ROW_BLOCK + threads - 1) / threads * ROW_BLOCK;
         int bad = 0;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads((int)threads) schedule(static, 1) reduction(| : bad)
 #endif
         for (size_t t = 0; t < threads; t++) {
-            size_t r0 = t * height, r1 = t + 1 == threads || r0 + height > m ? m : r0 + height;
-            int mine = 0;
-            mlp_epilogue own = epi ? *epi : (mlp_epilogue){0};
-            own.nonfinite = epi && epi->nonfinite ? &mine : NULL;
-            /* the epilogue's operands from row r0 */
-            own.out = own.out ? own.out + r0 * own.ld : NULL;
-            own.z = own.z ? own.z + r0 * own.ld : NULL;
-            own.a = own.a ? own.a + r0 * own.ld : NULL;
-            if (r0 < r1) {
-                float *cr = c + r0 * ldc;
-                set_bias(r1 - r0, 0, n, bias, cr, ldc);
-                const mlp_matrix part = {a->data + r0 * a->row_stride, a->row_stride,
-                                         a->col_stride};
-                ks->gemm(r1 - r0, n, k, &part, b, cr, ldc, add, epi ? &own : NULL, 0,
-                         work.data + t * per_thread);
-            }
-            bad |= mine;
-        }
-        if (bad)
-            *epi->nonfinite = 1;
-        return;
-    }
-    threads = threads < blocks ? threads : blocks;
-    if (threads > 1 && m * n * k >= PARALLEL_MADDS) {
-        size_t width = (blocks + threads - 1) / threads * COLUMN_BLOCK;
-        int bad = 0;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads((int)threads) schedule(static, 1) reduction(| : bad)
-#endif
-        for (size_t t = 0; t < threads; t++) {
-            size_t j0 = t * width, j1 = j0 + width < n ? j0 + width : n;
-            /* Each thread's epilogue reports into its own flag. */
-            int mine = 0;
-            mlp_epilogue own = epi ? *epi : (mlp_epilogue){0};
-            own.nonfinite = epi && epi->nonfinite ? &mine : NULL;
-            if (j0 < j1) {
-                set_bias(m, j0, j1, bias, c, ldc);
-                const mlp_matrix part = {b->data + j0 * b->col_stride, b->row_stride,
-                                         b->col_stride};
-                ks->gemm(m, j1 - j0, k, a, &part, c + j0, ldc, add, epi ? &own : NULL, j0,
-                         work.data + t * per_thread);
+            int mine = 0; /* each thread's epilogue reports into its own flag */
+            float *own = work.data + t * per_thread;
+            gemm_block(ks, 0, m, t * width, (t + 1) * width < n ? (t + 1) * width : n, k, a, b, c,
+                       ldc, add, bias, epi, own, &mine);
+            if (by_rows) {
+                size_t r0 = t * height, r1 = t + 1 == threads || r0 + height > m ? m : r0 + height;
+                gemm_block(ks, r0 < m ? r0 : m, r1, rest, n, k, a, b, c, ldc, add, bias, epi, own,
+                           &mine);
+            } else {
+                size_t j0 = rest + t * COLUMN_BLOCK, j1 = j0 + COLUMN_BLOCK;
+                gemm_block(ks, 0, m, j0 < n ? j0 : n, j1 < n ? j1 : n, k, a, b, c, ldc, add, bias,
+                           epi, own, &mine);
             }
             bad |= mine;
         }

@@ -117,13 +117,11 @@ static MLP_ALWAYS_INLINE void product(size_t in, size_t out, const float *x, con
     for (; o + 4 <= out; o += 4) {
         const float *w0 = w + o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
 #ifdef __SSE2__
-        if (in >= 4) { /* the sums start from the first products, not 0 + them */
-            __m128 xi = _mm_loadu_ps(x);
-            __m128 a0 = _mm_mul_ps(xi, _mm_loadu_ps(w0)), a1 = _mm_mul_ps(xi, _mm_loadu_ps(w1));
-            __m128 a2 = _mm_mul_ps(xi, _mm_loadu_ps(w2)), a3 = _mm_mul_ps(xi, _mm_loadu_ps(w3));
-            size_t i = 4;
+        if (in >= 4) {
+            __m128 a0 = _mm_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            size_t i = 0;
             for (; i + 4 <= in; i += 4) {
-                xi = _mm_loadu_ps(x + i);
+                __m128 xi = _mm_loadu_ps(x + i);
                 a0 = _mm_add_ps(a0, _mm_mul_ps(xi, _mm_loadu_ps(w0 + i)));
                 a1 = _mm_add_ps(a1, _mm_mul_ps(xi, _mm_loadu_ps(w1 + i)));
                 a2 = _mm_add_ps(a2, _mm_mul_ps(xi, _mm_loadu_ps(w2 + i)));
@@ -159,12 +157,12 @@ static MLP_ALWAYS_INLINE void product(size_t in, size_t out, const float *x, con
     }
     for (; o < out; o++) {
         const float *wo = w + o * in;
-        size_t i = 1;
-        float sum = x[0] * wo[0];
+        size_t i = 0;
+        float sum = 0.0f;
 #ifdef __SSE2__
         if (in >= 4) {
-            __m128 acc = _mm_mul_ps(_mm_loadu_ps(x), _mm_loadu_ps(wo));
-            for (i = 4; i + 4 <= in; i += 4)
+            __m128 acc = _mm_setzero_ps();
+            for (; i + 4 <= in; i += 4)
                 acc = _mm_add_ps(acc, _mm_mul_ps(_mm_loadu_ps(x + i), _mm_loadu_ps(wo + i)));
             sum = sum_lanes(acc);
         }
