@@ -281,7 +281,7 @@ static inline bool mlp_loss_fused(const mlp_loss *loss, const mlp_activation *ou
 }
 
 /* 2^(i/256) for i = 0..255, as double bits, with i << 44 subtracted (see
- * mlp_exp_reduce). */
+ * mlp_exp_split). */
 extern const uint64_t mlp_exp2_table[256];
 
 /* For -700 <= x <= 0: k = round(x 256/ln2), returned as a double, and s =
@@ -308,11 +308,11 @@ static inline double mlp_exp_split(double x, double *s)
  * shorter, on a tiny network's train step: the reduced argument in units
  * of ln2/256, rounded as x 256/ln2 is, and terms to r^2. Below -700, both
  * are 0: e^x is under 1e-304 there, and what they serve adds it to 1 or
- * more, or rounds it to float. */
+ * more, or rounds it to float. A NaN stays NaN. */
 static inline double mlp_exp_nonpositive(double x)
 {
     if (!(x >= -700.0))
-        return 0.0;
+        return x < -700.0 ? 0.0 : x; /* NaN stays NaN */
     double s, kd = mlp_exp_split(x, &s);
     double r = (x - kd * 0x1.62e42fef80000p-9) - kd * 0x1.1cf79abc9e3b4p-44, r2 = r * r;
     double p = r + r2 * (0.5 + r * (1.0 / 6.0) + r2 * (1.0 / 24.0));
@@ -322,7 +322,7 @@ static inline double mlp_exp_nonpositive(double x)
 static inline double mlp_exp_nonpositive_fast(double x)
 {
     if (!(x >= -700.0))
-        return 0.0;
+        return x < -700.0 ? 0.0 : x; /* NaN stays NaN */
     double s, z = x * 0x1.71547652b82fep+8, r = z - mlp_exp_split(x, &s);
     const double c1 = 0x1.62e42fefa39efp-9, c2 = 0x1.ebfbdff82c58fp-19; /* (ln2/256)^n / n! */
     return s * (1.0 + c1 * r + c2 * (r * r));

@@ -24,8 +24,9 @@
 /* Threads split C by blocks of this many columns, a multiple of every tile
  * width (8, 16, 32) so only the last block has edge tiles, and what is left
  * by blocks of this many rows (a multiple of the AVX-512 and portable tile
- * heights, 8 and 4). Each element is still summed over k in the same order
- * as on one thread: results do not depend on the number of threads. */
+ * heights, 8 and 4; with AVX2's 6 a share may end in an edge tile). Each
+ * element is still summed over k in the same order as on one thread, edge
+ * tile or not: results do not depend on the number of threads. */
 #define COLUMN_BLOCK 32
 #define ROW_BLOCK 8
 

@@ -95,11 +95,11 @@ static double ce_logits(const mlp_loss *self, size_t rows, size_t cols, const fl
             exp_sum += e;
             t_sum += tr[c];
         }
-        double lse = max + log(exp_sum), inv_sum = 1.0 / exp_sum;
+        double lse = max + log(exp_sum);
         for (size_t c = 0; c < cols; c++) {
             sum += tr[c] * (lse - zr[c]);
             if (grad_z) {
-                double p = (c < KEPT_EXPS ? kept[c] : mlp_exp_nonpositive(zr[c] - max)) * inv_sum;
+                double p = (c < KEPT_EXPS ? kept[c] : mlp_exp_nonpositive(zr[c] - max)) / exp_sum;
                 grad_z[r * cols + c] = (float)((p * t_sum - tr[c]) / (double)rows);
             }
         }

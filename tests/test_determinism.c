@@ -274,35 +274,36 @@ static void test_predict_matches_forward_bitwise(void **state)
 
 /* With OpenMP, large batches are shared among threads; the results must
  * be bit-identical whatever the thread count (tiles and summation order do
- * not depend on it). Trains the same network with 1 and with 2 threads:
- * products shared by columns, and, where a layer of 16 or 10 units leaves
- * too few columns to share, by rows (with the ReLU's forward and backward
- * done on each thread's rows). */
+ * not depend on it). Trains the same network with 1 to 4 threads. The
+ * products are shared by whole column blocks, the blocks left over by rows
+ * (784 columns: 16 left over at 2 and 3 threads) or, with too few rows (the
+ * 10-unit layer's weight gradient: 10 rows, 160 columns), whole; and where
+ * a layer of 16 or 10 units leaves too few columns to share, by rows, with
+ * the ReLU's forward and backward done on each thread's rows. */
 static void test_training_is_identical_for_any_thread_count(void **state)
 {
     (void)state;
 #ifdef _OPENMP
     const mlp_layer wide[3] = {{256, &mlp_relu}, {128, &mlp_relu}, {10, &mlp_softmax}};
-    const mlp_layer narrow[3] = {{16, &mlp_relu}, {512, &mlp_relu}, {10, &mlp_softmax}};
+    const mlp_layer narrow[3] = {{16, &mlp_relu}, {160, &mlp_relu}, {10, &mlp_softmax}};
     const mlp_layer *shapes[2] = {wide, narrow};
-    enum { THREAD_BATCH = 64 };
-    static float x[THREAD_BATCH * 300], t[THREAD_BATCH * 10], y1[THREAD_BATCH * 10],
-        y2[THREAD_BATCH * 10];
+    const size_t inputs[2] = {784, 300};
+    enum { THREAD_BATCH = 64, MAX_THREADS = 4 };
+    static float x[THREAD_BATCH * 784], t[THREAD_BATCH * 10], y[MAX_THREADS][THREAD_BATCH * 10];
     uint64_t rng = 3;
-    test_fill(&rng, x, THREAD_BATCH * 300, -1.0f, 1.0f);
+    test_fill(&rng, x, THREAD_BATCH * 784, -1.0f, 1.0f);
     for (int r = 0; r < THREAD_BATCH; r++)
         t[r * 10 + r % 10] = 1.0f;
     int threads = omp_get_max_threads();
     for (int shape = 0; shape < 2; shape++) {
-        const mlp_config cfg = {300, 3, shapes[shape], 9, MLP_INIT_AUTO, NULL};
-        mlp *nets[2];
-        float *outputs[2] = {y1, y2};
+        const mlp_config cfg = {inputs[shape], 3, shapes[shape], 9, MLP_INIT_AUTO, NULL};
+        mlp *nets[MAX_THREADS];
         mlp_optimizer adam = mlp_optimizer_default(MLP_OPT_ADAM);
         mlp_optimizer sgd = mlp_optimizer_default(MLP_OPT_SGD);
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < MAX_THREADS; k++) {
             omp_set_num_threads(k + 1);
             assert_int_equal(mlp_create(&nets[k], &cfg), MLP_OK);
-            for (int step = 0; step < 5; step++) {
+            for (int step = 0; step < 3; step++) {
                 assert_int_equal(mlp_forward(nets[k], THREAD_BATCH, x, NULL), MLP_OK);
                 assert_int_equal(mlp_backward(nets[k], &mlp_cross_entropy, t, NULL), MLP_OK);
                 assert_int_equal(mlp_step(nets[k], &adam), MLP_OK);
@@ -310,14 +311,16 @@ static void test_training_is_identical_for_any_thread_count(void **state)
                     mlp_train_step(nets[k], THREAD_BATCH, x, &mlp_cross_entropy, t, &sgd, NULL),
                     MLP_OK);
             }
-            assert_int_equal(mlp_predict(nets[k], THREAD_BATCH, x, outputs[k]), MLP_OK);
+            assert_int_equal(mlp_predict(nets[k], THREAD_BATCH, x, y[k]), MLP_OK);
         }
         size_t n = mlp_param_count(nets[0]);
-        assert_memory_equal(mlp_params(nets[0], NULL), mlp_params(nets[1], NULL),
-                            n * sizeof(float));
-        assert_memory_equal(y1, y2, sizeof y1);
-        mlp_free(nets[0]);
-        mlp_free(nets[1]);
+        for (int k = 1; k < MAX_THREADS; k++) {
+            assert_memory_equal(mlp_params(nets[0], NULL), mlp_params(nets[k], NULL),
+                                n * sizeof(float));
+            assert_memory_equal(y[0], y[k], sizeof y[0]);
+        }
+        for (int k = 0; k < MAX_THREADS; k++)
+            mlp_free(nets[k]);
     }
     omp_set_num_threads(threads);
 #else

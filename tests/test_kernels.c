@@ -4,7 +4,9 @@
  * blocking sizes. Links the static library to reach the internal kernels. */
 #include "helpers.h"
 
-#include "kernels.h"
+#include "internal.h" /* the kernels, and the losses' exponentials */
+
+#include <float.h>
 
 typedef struct kernel_version {
     const char *name;
@@ -342,6 +344,42 @@ static void test_grad_params_reports_nonfinite_on_every_route(void **state)
     }
 }
 
+/* The losses' inline exponentials against expl over [-700, 0]: sampled
+ * uniformly over the whole range, near 0, and at and halfway between the
+ * table's steps k ln2/256. mlp_exp_nonpositive within 1.5 ulp of double,
+ * the fast one within 2^-31; e^0 = 1, and below -700, 0 (NaN stays NaN). */
+static void test_exponentials_against_long_double(void **state)
+{
+    (void)state;
+    uint64_t rng = 11;
+    double worst_ulps = 0.0, worst_fast = 0.0;
+    for (int i = 0; i < 600000; i++) {
+        double u = (double)(test_rand(&rng) >> 11) * 0x1.0p-53, x;
+        switch (i % 4) {
+        case 0: x = -700.0 * u; break;
+        case 1: x = -2.0 * u; break;
+        case 2: x = -1e-3 * u; break;
+        default: /* k ln2/256 or (k + 1/2) ln2/256 */
+            x = -((double)(i % 258000) + 0.5 * ((i >> 2) & 1)) * 0x1.62e42fefa39efp-9;
+        }
+        long double ref = expl((long double)x);
+        double e = mlp_exp_nonpositive(x), fast = mlp_exp_nonpositive_fast(x);
+        if (ref >= DBL_MIN) {
+            double ulp = nextafter((double)ref, INFINITY) - (double)ref;
+            double ulps = (double)(fabsl((long double)e - ref) / ulp);
+            worst_ulps = ulps > worst_ulps ? ulps : worst_ulps;
+        }
+        double rel = (double)(fabsl((long double)fast - ref) / ref);
+        worst_fast = rel > worst_fast ? rel : worst_fast;
+    }
+    assert_true(worst_ulps <= 1.5);
+    assert_true(worst_fast <= 0x1p-31);
+    assert_true(mlp_exp_nonpositive(0.0) == 1.0 && mlp_exp_nonpositive(-0.0) == 1.0);
+    assert_true(mlp_exp_nonpositive_fast(0.0) == 1.0);
+    assert_true(mlp_exp_nonpositive(-700.5) == 0.0 && mlp_exp_nonpositive_fast(-1e300) == 0.0);
+    assert_true(isnan(mlp_exp_nonpositive(NAN)) && isnan(mlp_exp_nonpositive_fast(NAN)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_gemm_epilogue_equals_vtable_for_every_version),
         cmocka_unit_test(test_dense_epilogue_equals_vtable_on_every_route),
         cmocka_unit_test(test_grad_params_reports_nonfinite_on_every_route),
+        cmocka_unit_test(test_exponentials_against_long_double),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
