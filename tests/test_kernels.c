@@ -347,10 +347,14 @@ static void test_grad_params_reports_nonfinite_on_every_route(void **state)
 /* The losses' inline exponentials against expl over [-700, 0]: sampled
  * uniformly over the whole range, near 0, and at and halfway between the
  * table's steps k ln2/256. mlp_exp_nonpositive within 1.5 ulp of double,
- * the fast one within 2^-31; e^0 = 1, and below -700, 0 (NaN stays NaN). */
+ * the fast one within 2^-31; e^0 = 1, and below -700, 0 (NaN stays NaN).
+ * Where long double is no wider than double (valgrind runs x87 code in
+ * double), the reference itself is off by a few ulps: 8 are allowed. */
 static void test_exponentials_against_long_double(void **state)
 {
     (void)state;
+    volatile long double one = 1.0L;
+    double allowed_ulps = one + 0x1p-60L != one ? 1.5 : 8.0;
     uint64_t rng = 11;
     double worst_ulps = 0.0, worst_fast = 0.0;
     for (int i = 0; i < 600000; i++) {
@@ -372,7 +376,7 @@ static void test_exponentials_against_long_double(void **state)
         double rel = (double)(fabsl((long double)fast - ref) / ref);
         worst_fast = rel > worst_fast ? rel : worst_fast;
     }
-    assert_true(worst_ulps <= 1.5);
+    assert_true(worst_ulps <= allowed_ulps);
     assert_true(worst_fast <= 0x1p-31);
     assert_true(mlp_exp_nonpositive(0.0) == 1.0 && mlp_exp_nonpositive(-0.0) == 1.0);
     assert_true(mlp_exp_nonpositive_fast(0.0) == 1.0);
