@@ -338,8 +338,8 @@ double mlp_bce_logits_value(size_t n, const float *z, const float *target);
  * where it is certainly finite as a float: below 1e30 for |z| (1 + |t|), as
  * the log term is at most log 2. Inline: a tiny network's train step spends
  * more on a call than on one output's loss. */
-static MLP_ALWAYS_INLINE double mlp_bce_logits_each(size_t n, const float *z, const float *target,
-                                                    float *grad_z, bool value)
+static inline double mlp_bce_logits_n(size_t n, const float *z, const float *target, float *grad_z,
+                                      bool value)
 {
     double sum = 0.0;
     bool large = false;
@@ -375,13 +375,6 @@ static MLP_ALWAYS_INLINE double mlp_bce_logits_each(size_t n, const float *z, co
     if (large)
         return mlp_bce_logits_value(n, z, target);
     return sum / (double)n;
-}
-static inline double mlp_bce_logits_n(size_t n, const float *z, const float *target, float *grad_z,
-                                      bool value)
-{
-    if (n == 1) /* one output (binary classification): no loop to keep */
-        return mlp_bce_logits_each(1, z, target, grad_z, value);
-    return mlp_bce_logits_each(n, z, target, grad_z, value);
 }
 
 /* Loss of outputs for a finished forward of the last layer: fused on z when

@@ -112,6 +112,8 @@ const mlp_loss mlp_bce = {MLP_LOSS_ABI, "bce", bce_loss, &mlp_sigmoid, bce_logit
 const mlp_loss mlp_cross_entropy = {MLP_LOSS_ABI, "cross_entropy", ce_loss,
                                     &mlp_softmax, ce_logits,       NULL};
 
+/* The bits of 2^(i/256), each correctly rounded to double (computed in
+ * 200-bit arithmetic), minus i << 44 (internal.h, mlp_exp_split). */
 const uint64_t mlp_exp2_table[256] = {
     0x3ff0000000000000, 0x3feffb1afa5abcbf, 0x3feff63da9fb3335, 0x3feff168143b0281,
     0x3fefec9a3e778061, 0x3fefe7d42e11bbcc, 0x3fefe315e86e7f85, 0x3fefde5f72f654b1,
