@@ -288,6 +288,52 @@ static void micro_kernel(size_t kc, const float *a, const float *b, float *c, si
 
 #endif
 
+/* The epilogue's SGD step (kernels.h) on a full tile, in vector registers:
+ * the same operations in the same order as mlp_sgd, so the same rounding,
+ * without the per-row loop set-up and checks of mlp_epilogue_block, which
+ * cost as much as the pass over memory that fusing the step saves. Returns
+ * nonzero if a new weight is NaN or Inf. */
+#if defined(__AVX512F__)
+#define SGD_TILE
+static int sgd_tile(float *c, size_t ldc, float *w, size_t ldw, const mlp_sgd_rule *rule)
+{
+    const __m512 lr = _mm512_set1_ps(rule->lr), wd = _mm512_set1_ps(rule->wd);
+    const __m512i inf = _mm512_set1_epi32(0x7f800000);
+    __mmask16 bad = 0;
+    for (size_t i = 0; i < MR; i++)
+        for (size_t h = 0; h < NR; h += 16) {
+            float *wi = w + i * ldw + h, *ci = c + i * ldc + h;
+            __m512 old = _mm512_loadu_ps(wi);
+            __m512 sum = _mm512_add_ps(_mm512_loadu_ps(ci), _mm512_mul_ps(wd, old));
+            __m512 v = _mm512_sub_ps(old, _mm512_mul_ps(lr, sum));
+            _mm512_storeu_ps(wi, v);
+            _mm512_storeu_ps(ci, old);
+            bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), inf), inf);
+        }
+    return bad != 0;
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+#define SGD_TILE
+static int sgd_tile(float *c, size_t ldc, float *w, size_t ldw, const mlp_sgd_rule *rule)
+{
+    const __m256 lr = _mm256_set1_ps(rule->lr), wd = _mm256_set1_ps(rule->wd);
+    const __m256i inf = _mm256_set1_epi32(0x7f800000);
+    __m256i bad = _mm256_setzero_si256();
+    for (size_t i = 0; i < MR; i++)
+        for (size_t h = 0; h < NR; h += 8) {
+            float *wi = w + i * ldw + h, *ci = c + i * ldc + h;
+            __m256 old = _mm256_loadu_ps(wi);
+            __m256 sum = _mm256_add_ps(_mm256_loadu_ps(ci), _mm256_mul_ps(wd, old));
+            __m256 v = _mm256_sub_ps(old, _mm256_mul_ps(lr, sum));
+            _mm256_storeu_ps(wi, v);
+            _mm256_storeu_ps(ci, old);
+            __m256i exponent = _mm256_and_si256(_mm256_castps_si256(v), inf);
+            bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(exponent, inf));
+        }
+    return !_mm256_testz_si256(bad, bad);
+}
+#endif
+
 /* A tile at the matrix's edge goes through a full-size scratch tile. */
 static void edge_kernel(size_t kc, const float *a, const float *b, float *c, size_t ldc,
                         size_t rows, size_t cols, int add)
@@ -335,13 +381,30 @@ void KERNEL_NAME(mlp_gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, co
                     else
                         edge_kernel(kc, packed_a + i * kc, packed_b + j * kc, tile, ldc, rows, cols,
                                     add_block);
-                    if (finish)
-                        mlp_epilogue_block(finish, i0 + i, col0 + j, rows, cols, tile, ldc);
+                    if (!finish)
+                        continue;
+#ifdef SGD_TILE
+                    if (finish->sgd && rows == MR && cols == NR) {
+                        float *w = finish->out + (i0 + i) * finish->ld + col0 + j;
+                        if (sgd_tile(tile, ldc, w, finish->ld, finish->sgd))
+                            *finish->nonfinite = 1;
+                        continue;
+                    }
+#endif
+                    mlp_epilogue_block(finish, i0 + i, col0 + j, rows, cols, tile, ldc);
                 }
             }
         }
     }
 }
+
+/* s + x y, fused into one rounding where the instruction set has it (the
+ * library is compiled with no contraction of its own: kernels.h, mlp_sgd). */
+#ifdef __FMA__
+#define MADD(x, y, s) fmaf(x, y, s)
+#else
+#define MADD(x, y, s) ((s) + (x) * (y))
+#endif
 
 /* y (out) += W (out x in, row-major) x (in): four rows at a time so each
  * load of x serves four dot products. Each row's sum is split over NR
@@ -355,16 +418,16 @@ void KERNEL_NAME(mlp_gemv)(size_t out, size_t in, const float *w, const float *x
         size_t i = 0;
         for (; i + NR <= in; i += NR)
             for (size_t l = 0; l < NR; l++) {
-                s0[l] += w0[i + l] * x[i + l];
-                s1[l] += w1[i + l] * x[i + l];
-                s2[l] += w2[i + l] * x[i + l];
-                s3[l] += w3[i + l] * x[i + l];
+                s0[l] = MADD(w0[i + l], x[i + l], s0[l]);
+                s1[l] = MADD(w1[i + l], x[i + l], s1[l]);
+                s2[l] = MADD(w2[i + l], x[i + l], s2[l]);
+                s3[l] = MADD(w3[i + l], x[i + l], s3[l]);
             }
         for (; i < in; i++) {
-            s0[0] += w0[i] * x[i];
-            s1[0] += w1[i] * x[i];
-            s2[0] += w2[i] * x[i];
-            s3[0] += w3[i] * x[i];
+            s0[0] = MADD(w0[i], x[i], s0[0]);
+            s1[0] = MADD(w1[i], x[i], s1[0]);
+            s2[0] = MADD(w2[i], x[i], s2[0]);
+            s3[0] = MADD(w3[i], x[i], s3[0]);
         }
         for (size_t l = 0; l < NR; l++) {
             y[o] += s0[l];
@@ -379,9 +442,9 @@ void KERNEL_NAME(mlp_gemv)(size_t out, size_t in, const float *w, const float *x
         size_t i = 0;
         for (; i + NR <= in; i += NR)
             for (size_t l = 0; l < NR; l++)
-                s[l] += wo[i + l] * x[i + l];
+                s[l] = MADD(wo[i + l], x[i + l], s[l]);
         for (; i < in; i++)
-            s[0] += wo[i] * x[i];
+            s[0] = MADD(wo[i], x[i], s[0]);
         for (size_t l = 0; l < NR; l++)
             y[o] += s[l];
     }

@@ -126,21 +126,6 @@ int mlp_small_backward(const mlp_dense *d, const float *params, const float *x, 
                        float *grads, const mlp_dense *prev, const float *prev_z,
                        const float *prev_a, float *dx);
 
-/* Plain SGD's update of one weight w with gradient g (mlp.h): g += wd w;
- * w -= lr g. One definition for mlp_step and the fused steps, so all round
- * alike, and each operation rounded to float by an assignment, as vector
- * code rounds it, also where float arithmetic runs in a wider format
- * (x87: FLT_EVAL_METHOD 2). */
-static inline float mlp_sgd(float w, float g, float lr, float wd)
-{
-    float decay = wd * w, sum = g + decay, step = lr * sum;
-    return w - step;
-}
-
-typedef struct mlp_sgd_rule {
-    float lr, wd;
-} mlp_sgd_rule;
-
 /* One sample forward through a network whose layers are all small
  * (net->all_small) into its training cache: each layer as
  * mlp_small_forward, without a call per layer; the output layer's

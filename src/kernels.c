@@ -214,9 +214,24 @@ static float largest_magnitude(const float *v, size_t n)
     return most;
 }
 
-int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
-                          float *dw, float *db, mlp_work work)
+/* Plain-SGD steps of w from g (mlp_sgd), the old values left in g; nonzero
+ * if a new value is NaN or Inf. */
+static int sgd_steps(size_t n, float *w, float *g, const mlp_sgd_rule *sgd)
 {
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float old = w[i], v = mlp_sgd(old, g[i], sgd->lr, sgd->wd);
+        w[i] = v;
+        g[i] = old;
+        bad |= mlp_nonfinite(v);
+    }
+    return bad;
+}
+
+int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
+                          float *dw, float *db, const mlp_dense_step *step, mlp_work work)
+{
+    int bad;
     if (rows == 1) { /* an outer product: written, not accumulated */
         for (size_t o = 0; o < out; o++) {
             db[o] = dz[o];
@@ -225,32 +240,40 @@ int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, c
         }
         /* Rounding is monotonic: every product is finite if the largest
          * is, so in + out values are checked rather than in * out. */
-        return !mlp_all_finite(dz, out) || !mlp_all_finite(x, in) ||
-               mlp_nonfinite(largest_magnitude(dz, out) * largest_magnitude(x, in));
-    }
-    memset(db, 0, out * sizeof *db);
-    for (size_t r = 0; r < rows; r++)
-        for (size_t o = 0; o < out; o++)
-            db[o] += dz[r * out + o];
-    int bad = !mlp_all_finite(db, out);
-    if (use_gemm(rows, in, out)) {
-        /* dW checked tile by tile, on the thread that computed it. */
-        const mlp_epilogue check = {MLP_FUSED_NONE, 0, NULL, NULL, NULL, 0, &bad};
-        const mlp_matrix dzt = {dz, 1, out}, xm = {x, in, 1}; /* dz^T: (out, rows) */
-        gemm(out, in, rows, &dzt, &xm, dw, in, 0, NULL, &check, work);
-        return bad;
-    }
-    memset(dw, 0, out * in * sizeof *dw);
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * in, *dzr = dz + r * out;
-        for (size_t o = 0; o < out; o++) {
-            float g = dzr[o];
-            float *dwo = dw + o * in;
-            for (size_t i = 0; i < in; i++)
-                dwo[i] += g * xr[i];
+        bad = !mlp_all_finite(dz, out) || !mlp_all_finite(x, in) ||
+              mlp_nonfinite(largest_magnitude(dz, out) * largest_magnitude(x, in));
+    } else {
+        memset(db, 0, out * sizeof *db);
+        for (size_t r = 0; r < rows; r++)
+            for (size_t o = 0; o < out; o++)
+                db[o] += dz[r * out + o];
+        bad = !mlp_all_finite(db, out);
+        if (use_gemm(rows, in, out)) {
+            /* dW checked, or the weights stepped, tile by tile on the
+             * thread that computed it. */
+            const mlp_epilogue finish = {
+                MLP_FUSED_NONE,           0, step ? step->w : NULL, NULL, NULL, in, &bad,
+                step ? &step->rule : NULL};
+            const mlp_matrix dzt = {dz, 1, out}, xm = {x, in, 1}; /* dz^T: (out, rows) */
+            gemm(out, in, rows, &dzt, &xm, dw, in, 0, NULL, &finish, work);
+            return (step && sgd_steps(out, step->b, db, &step->rule)) || bad;
         }
+        memset(dw, 0, out * in * sizeof *dw);
+        for (size_t r = 0; r < rows; r++) {
+            const float *xr = x + r * in, *dzr = dz + r * out;
+            for (size_t o = 0; o < out; o++) {
+                float g = dzr[o];
+                float *dwo = dw + o * in;
+                for (size_t i = 0; i < in; i++)
+                    dwo[i] += g * xr[i];
+            }
+        }
+        bad |= !mlp_all_finite(dw, out * in);
     }
-    return bad || !mlp_all_finite(dw, out * in);
+    if (step) /* a NaN or Inf among the gradients makes one among the new values */
+        return sgd_steps(out * in, step->w, dw, &step->rule) |
+               sgd_steps(out, step->b, db, &step->rule);
+    return bad;
 }
 
 void mlp_dense_grad_input(size_t rows, size_t in, size_t out, const float *dz, const float *w,

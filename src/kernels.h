@@ -46,6 +46,22 @@ static inline int mlp_nonfinite(float x)
     return (bits & 0x7f800000u) == 0x7f800000u;
 }
 
+/* Plain SGD's update of one weight w with gradient g (mlp.h): g += wd w;
+ * w -= lr g. One definition for mlp_step and the fused steps, so all round
+ * alike (no file of the library contracts a multiply and an add into one
+ * fused operation behind the code's back), and each operation rounded to
+ * float by an assignment, as vector code rounds it, also where float
+ * arithmetic runs in a wider format (x87: FLT_EVAL_METHOD 2). */
+static inline float mlp_sgd(float w, float g, float lr, float wd)
+{
+    float decay = wd * w, sum = g + decay, step = lr * sum;
+    return w - step;
+}
+
+typedef struct mlp_sgd_rule {
+    float lr, wd;
+} mlp_sgd_rule;
+
 /* What a product does with its result C (rows x cols, leading dimension
  * ldc) as each block of it is finished, for an activation of kind kind
  * (MLP_FUSED_NONE: none):
@@ -54,7 +70,13 @@ static inline int mlp_nonfinite(float x)
  *             z and a are the activation's input and output.
  * out, z and a have leading dimension ld. Then, if nonfinite is not NULL,
  * *nonfinite is set to 1 if C holds a NaN or Inf (and left alone if not),
- * while C is in the cache. A NULL epilogue does nothing. */
+ * while C is in the cache. A NULL epilogue does nothing.
+ * With sgd (and kind MLP_FUSED_NONE), C is the gradient of the weights in
+ * out, and each of them takes a step, w = mlp_sgd(w, C): out gets the new
+ * weights, C the old ones (to put back if the step fails), and nonfinite
+ * reports on the new weights. The weights are then stepped while their
+ * gradients are in registers and on the thread that computed them, instead
+ * of in a pass of their own over memory. */
 typedef struct mlp_epilogue {
     mlp_fused kind;
     int backward;
@@ -62,6 +84,7 @@ typedef struct mlp_epilogue {
     const float *z, *a;
     size_t ld;
     int *nonfinite;
+    const mlp_sgd_rule *sgd;
 } mlp_epilogue;
 
 /* The epilogue on rows [r0, r0 + rows) x columns [c0, c0 + cols) of C,
@@ -74,6 +97,17 @@ static inline void mlp_epilogue_block(const mlp_epilogue *e, size_t r0, size_t c
     for (size_t r = 0; r < rows; r++) {
         float *cr = c + r * ldc;
         size_t at = (r0 + r) * e->ld + c0;
+        if (e->sgd) {
+            float *restrict w = e->out + at, *restrict g = cr;
+            float lr = e->sgd->lr, wd = e->sgd->wd;
+            for (size_t j = 0; j < cols; j++) {
+                float old = w[j], v = mlp_sgd(old, g[j], lr, wd);
+                w[j] = v;
+                g[j] = old;
+                bad |= mlp_nonfinite(v);
+            }
+            continue;
+        }
         if (e->kind != MLP_FUSED_NONE && !e->backward) {
             float *out = e->out + at;
             switch (e->kind) {
@@ -124,7 +158,7 @@ static inline void mlp_epilogue_block(const mlp_epilogue *e, size_t r0, size_t c
             for (size_t j = 0; j < cols; j++)
                 bad |= mlp_nonfinite(cr[j]);
     }
-    if (bad)
+    if (bad && e->nonfinite)
         *e->nonfinite = 1;
 }
 
@@ -145,11 +179,21 @@ size_t mlp_dense_workspace(size_t rows, size_t in, size_t out);
 void mlp_dense_forward(size_t rows, size_t in, size_t out, const float *x, const float *w,
                        const float *b, float *z, const mlp_epilogue *epi, mlp_work work);
 
+/* A layer's weights w (out, in) and biases b, to take a plain-SGD step. */
+typedef struct mlp_dense_step {
+    float *w, *b;
+    mlp_sgd_rule rule;
+} mlp_dense_step;
+
 /* dW = dz^T x, db = column sums of dz (both overwritten); returns nonzero
  * if either holds a NaN or Inf (checked as they are computed).
+ * With step (else NULL), the weights and biases then take a step on them,
+ * w = mlp_sgd(w, dW) (dW tile by tile, as soon as it is computed): dW and
+ * db are left holding the old values, and the return value reports NaN or
+ * Inf among the new ones (any among the gradients makes one there).
  * dz: (rows, out), x: (rows, in), dW: (out, in), db: (out). */
 int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
-                          float *dw, float *db, mlp_work work);
+                          float *dw, float *db, const mlp_dense_step *step, mlp_work work);
 
 /* dx = dz W, then the epilogue (NULL: none) on dx.
  * dz: (rows, out), W: (out, in), dx: (rows, in). */

@@ -325,7 +325,7 @@ static void layer_forward(const mlp *net, const mlp_dense *d, size_t rows, const
         return;
     }
     /* A built-in activation runs in the product's epilogue. */
-    const mlp_epilogue fused = {d->fused, 0, a, NULL, NULL, d->units, NULL};
+    const mlp_epilogue fused = {d->fused, 0, a, NULL, NULL, d->units, NULL, NULL};
     mlp_dense_forward(rows, d->fan_in, d->units, x, net->params + d->w_offset,
                       net->params + d->b_offset, z, a && d->fused ? &fused : NULL, work);
     if (a && !d->fused)
@@ -445,8 +445,8 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
  * grad_a take turns holding each layer's dL/dz.
  * With sgd (mlp_train_step; dest is grads_scratch), each layer's
  * parameters take a plain-SGD step as soon as their gradients are known
- * (they are still in the cache), after dL/dx, which needs the weights
- * before the step. The old values take the gradients' place in
+ * (in a batch's product, tile by tile as they are computed), after dL/dx,
+ * which needs the weights before the step. The old values take the gradients' place in
  * grads_scratch (for a large layer at batch 1 the gradients are never
  * stored), net->grads is not touched, and the return value reports NaN or
  * Inf among the new parameters; every layer is processed anyway, so the
@@ -472,19 +472,20 @@ static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
                                     sgd->wd);
         } else {
             if (prev) {
-                const mlp_epilogue fused = {prev->fused, 1, NULL, prev_z, in, prev->units, NULL};
+                const mlp_epilogue fused = {prev->fused, 1,           NULL, prev_z,
+                                            in,          prev->units, NULL, NULL};
                 mlp_dense_grad_input(batch, d->fan_in, d->units, dz, w, spare,
                                      prev->fused ? &fused : NULL, net->kernel_work);
             }
+            const mlp_dense_step step = {w, net->params + d->b_offset,
+                                         sgd ? *sgd : (mlp_sgd_rule){0}};
             if (sgd && batch == 1) /* no gradients stored at all */
                 bad |= mlp_sgd_outer(d->units, d->fan_in, w, dz, in, dest + d->w_offset, sgd->lr,
                                      sgd->wd);
             else
-                bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
-                                             dest + d->b_offset, net->kernel_work);
-            if (sgd && batch > 1)
-                bad |= mlp_sgd_span(d->units * (d->fan_in + 1), w, dest + d->w_offset, sgd->lr,
-                                    sgd->wd);
+                bad |=
+                    mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
+                                          dest + d->b_offset, sgd ? &step : NULL, net->kernel_work);
         }
         if (!prev)
             break;

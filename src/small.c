@@ -59,7 +59,7 @@ static MLP_ALWAYS_INLINE void activate(const mlp_dense *d, size_t n, float *z, f
         for (size_t i = 0; i < n; i++)
             a[i] = mlp_sigmoidf(z[i]);
     } else if (d->fused != MLP_FUSED_NONE) {
-        const mlp_epilogue forward = {d->fused, 0, a, NULL, NULL, n, NULL};
+        const mlp_epilogue forward = {d->fused, 0, a, NULL, NULL, n, NULL, NULL};
         mlp_epilogue_block(&forward, 0, 0, 1, n, z, n);
     } else {
         d->activation->forward(d->activation, 1, n, z, a);
@@ -400,7 +400,7 @@ static MLP_ALWAYS_INLINE void small_input_gradient(const mlp_dense *d, const flo
     default: input_gradient(n, d->units, w, dz, relu_z, dx); break;
     }
     if (!relu_z && prev->fused != MLP_FUSED_NONE) {
-        const mlp_epilogue backward = {prev->fused, 1, NULL, prev_z, prev_a, n, NULL};
+        const mlp_epilogue backward = {prev->fused, 1, NULL, prev_z, prev_a, n, NULL, NULL};
         mlp_epilogue_block(&backward, 0, 0, 1, n, dx, n);
     }
 }

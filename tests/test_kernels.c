@@ -145,7 +145,7 @@ static void test_dense_products_match_reference_on_every_route(void **state)
         test_fill(&seed, dz, rows * out, -1.0f, 1.0f);
         const mlp_work space = {work, ws};
         mlp_dense_forward(rows, in, out, x, w, b, z, NULL, space);
-        mlp_dense_grad_params(rows, in, out, dz, x, dw, db, space);
+        mlp_dense_grad_params(rows, in, out, dz, x, dw, db, NULL, space);
         mlp_dense_grad_input(rows, in, out, dz, w, dx, NULL, space);
         double tol = 1e-6 * (double)(in + out + rows);
         for (size_t r = 0; r < rows; r++)
@@ -230,7 +230,7 @@ static void test_gemm_epilogue_equals_vtable_for_every_version(void **state)
             vt->forward(vt, m, n, z, act); /* a backward's saved a */
             /* forward: out = f(C) on columns [col0, n) */
             memset(out, 0, m * n * sizeof *out);
-            mlp_epilogue fwd = {fused_kinds[f].kind, 0, out, NULL, NULL, n, NULL};
+            mlp_epilogue fwd = {fused_kinds[f].kind, 0, out, NULL, NULL, n, NULL, NULL};
             versions[v].gemm(m, n - col0, k, &am, &part, c + col0, n, 0, &fwd, col0, work);
             memset(want, 0, m * n * sizeof *want);
             for (size_t r = 0; r < m; r++)
@@ -239,7 +239,7 @@ static void test_gemm_epilogue_equals_vtable_for_every_version(void **state)
             /* backward: C = C f'(z), in place */
             versions[v].gemm(m, n, k, &am, &(mlp_matrix){b, n, 1}, want, n, 0, NULL, 0, work);
             vt->backward(vt, m, n, z, act, want, out);
-            mlp_epilogue bwd = {fused_kinds[f].kind, 1, NULL, z, act, n, NULL};
+            mlp_epilogue bwd = {fused_kinds[f].kind, 1, NULL, z, act, n, NULL, NULL};
             versions[v].gemm(m, n, k, &am, &(mlp_matrix){b, n, 1}, c, n, 0, &bwd, 0, work);
             assert_same_floats(c, out, m * n);
         }
@@ -251,6 +251,59 @@ static void test_gemm_epilogue_equals_vtable_for_every_version(void **state)
     free(out);
     free(z);
     free(act);
+    free(want);
+}
+
+/* The SGD epilogue of every version steps each weight exactly as mlp_sgd
+ * does from the product computed without it, leaves the old weights in C,
+ * touches no weight outside its columns, and reports a gradient that
+ * overflows both in a full tile and in the corner edge tile. */
+static void test_gemm_sgd_epilogue_equals_mlp_sgd_for_every_version(void **state)
+{
+    (void)state;
+    const size_t m = 70, n = 100, k = 300, col0 = 33; /* edge tiles; two k-slices */
+    const mlp_sgd_rule rule = {0.1f, 0.01f};
+    uint64_t seed = 11;
+    float *a = malloc(m * k * sizeof *a), *b = malloc(k * n * sizeof *b);
+    float *c = malloc(m * n * sizeof *c), *grad = malloc(m * n * sizeof *grad);
+    float *w0 = malloc(m * n * sizeof *w0), *w = malloc(m * n * sizeof *w);
+    float *want = malloc(m * n * sizeof *want);
+    assert_true(a && b && c && grad && w0 && w && want);
+    test_fill(&seed, w0, m * n, -1.0f, 1.0f);
+    const mlp_matrix am = {a, k, 1}, part = {b + col0, n, 1};
+    for (size_t v = 0; v < sizeof versions / sizeof versions[0]; v++) {
+        if (!runnable(&versions[v]))
+            continue;
+        float *work = malloc(versions[v].workspace(n) * sizeof *work);
+        assert_non_null(work);
+        for (int fault = 0; fault < 3; fault++) {
+            test_fill(&seed, a, m * k, -1.0f, 1.0f);
+            test_fill(&seed, b, k * n, -1.0f, 1.0f);
+            /* 1e30 * 1e20 overflows one element of C: row 0, column 5 of the
+             * product is in a full tile; its last row and column are not. */
+            size_t r = fault == 1 ? 0 : m - 1, j = fault == 1 ? 5 : n - col0 - 1;
+            if (fault)
+                a[r * k + k - 1] = 1e30f, b[(k - 1) * n + col0 + j] = 1e20f;
+            versions[v].gemm(m, n - col0, k, &am, &part, grad + col0, n, 0, NULL, col0, work);
+            for (size_t i = 0; i < m * n; i++)
+                want[i] = i % n >= col0 ? mlp_sgd(w0[i], grad[i], rule.lr, rule.wd) : w0[i];
+            memcpy(w, w0, m * n * sizeof *w);
+            int bad = 0;
+            mlp_epilogue step = {MLP_FUSED_NONE, 0, w, NULL, NULL, n, &bad, &rule};
+            versions[v].gemm(m, n - col0, k, &am, &part, c + col0, n, 0, &step, col0, work);
+            assert_int_equal(bad, fault != 0);
+            assert_same_floats(w, want, m * n);
+            for (size_t i = 0; i < m; i++)
+                assert_same_floats(c + i * n + col0, w0 + i * n + col0, n - col0);
+        }
+        free(work);
+    }
+    free(a);
+    free(b);
+    free(c);
+    free(grad);
+    free(w0);
+    free(w);
     free(want);
 }
 
@@ -280,14 +333,14 @@ static void test_dense_epilogue_equals_vtable_on_every_route(void **state)
         const mlp_work space = {work, ws};
         for (size_t f = 0; f < sizeof fused_kinds / sizeof fused_kinds[0]; f++) {
             const mlp_activation *vt = fused_kinds[f].act;
-            mlp_epilogue fwd = {fused_kinds[f].kind, 0, a, NULL, NULL, out, NULL};
+            mlp_epilogue fwd = {fused_kinds[f].kind, 0, a, NULL, NULL, out, NULL, NULL};
             mlp_dense_forward(rows, in, out, x, w, b, z, &fwd, space);
             vt->forward(vt, rows, out, z, want);
             assert_same_floats(a, want, rows * out);
             vt->forward(vt, rows, in, prev_z, prev_a);
             mlp_dense_grad_input(rows, in, out, dz, w, dx, NULL, space);
             vt->backward(vt, rows, in, prev_z, prev_a, dx, want_dx);
-            mlp_epilogue bwd = {fused_kinds[f].kind, 1, NULL, prev_z, prev_a, in, NULL};
+            mlp_epilogue bwd = {fused_kinds[f].kind, 1, NULL, prev_z, prev_a, in, NULL, NULL};
             mlp_dense_grad_input(rows, in, out, dz, w, dx, &bwd, space);
             assert_same_floats(dx, want_dx, rows * in);
         }
@@ -308,38 +361,50 @@ static void test_dense_epilogue_equals_vtable_on_every_route(void **state)
 
 /* mlp_dense_grad_params says whether dW or db holds a NaN or Inf on each
  * route (outer product at one row, direct loops, GEMM with the check in
- * its epilogue): an overflowing product, a NaN input, and nothing wrong. */
+ * its epilogue): an overflowing product, a NaN input, and nothing wrong.
+ * With a step, it says so of the new weights, which a NaN or Inf among the
+ * gradients makes; otherwise the step is mlp_sgd's of each gradient, and
+ * the gradients' place holds the old values. */
 static void test_grad_params_reports_nonfinite_on_every_route(void **state)
 {
     (void)state;
     const size_t shapes[][3] = {{1, 2, 3}, {1, 300, 40}, {4, 8, 8}, {64, 130, 70}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        size_t rows = shapes[s][0], in = shapes[s][1], out = shapes[s][2];
+        size_t rows = shapes[s][0], in = shapes[s][1], out = shapes[s][2], np = out * (in + 1);
         uint64_t seed = 70 + s;
         float *x = malloc(rows * in * sizeof *x), *dz = malloc(rows * out * sizeof *dz);
-        float *dw = malloc(out * in * sizeof *dw), *db = malloc(out * sizeof *db);
+        float *g = malloc(np * sizeof *g), *params = malloc(np * sizeof *params);
+        float *old = malloc(np * sizeof *old), *want = malloc(np * sizeof *want);
         size_t ws = mlp_dense_workspace(rows, in, out);
         float *work = malloc((ws ? ws : 1) * sizeof *work);
-        assert_true(x && dz && dw && db && work);
+        assert_true(x && dz && g && params && old && want && work);
         const mlp_work space = {work, ws};
+        const mlp_dense_step step = {params, params + out * in, {0.5f, 0.001f}};
         for (int fault = 0; fault < 3; fault++) {
             test_fill(&seed, x, rows * in, -1.0f, 1.0f);
             test_fill(&seed, dz, rows * out, -1.0f, 1.0f);
+            test_fill(&seed, old, np, -1.0f, 1.0f);
             size_t r = rows - 1, i = in / 2, o = out - 1; /* the last tile's corner */
             if (fault == 1)                               /* 1e30 * 1e20 overflows float */
                 x[r * in + i] = 1e30f, dz[r * out + o] = 1e20f;
             if (fault == 2)
                 dz[r * out + o] = NAN;
-            int bad = mlp_dense_grad_params(rows, in, out, dz, x, dw, db, space);
-            if (fault)
-                assert_int_not_equal(bad, 0);
-            else
-                assert_int_equal(bad, 0);
+            int bad = mlp_dense_grad_params(rows, in, out, dz, x, g, g + out * in, NULL, space);
+            assert_int_equal(bad, fault != 0);
+            for (size_t p = 0; p < np; p++)
+                want[p] = mlp_sgd(old[p], g[p], step.rule.lr, step.rule.wd);
+            memcpy(params, old, np * sizeof *params);
+            bad = mlp_dense_grad_params(rows, in, out, dz, x, g, g + out * in, &step, space);
+            assert_int_equal(bad, fault != 0);
+            assert_same_floats(params, want, np);
+            assert_same_floats(g, old, np);
         }
         free(x);
         free(dz);
-        free(dw);
-        free(db);
+        free(g);
+        free(params);
+        free(old);
+        free(want);
         free(work);
     }
 }
@@ -391,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_gemv_matches_reference_for_every_version),
         cmocka_unit_test(test_dense_products_match_reference_on_every_route),
         cmocka_unit_test(test_gemm_epilogue_equals_vtable_for_every_version),
+        cmocka_unit_test(test_gemm_sgd_epilogue_equals_mlp_sgd_for_every_version),
         cmocka_unit_test(test_dense_epilogue_equals_vtable_on_every_route),
         cmocka_unit_test(test_grad_params_reports_nonfinite_on_every_route),
         cmocka_unit_test(test_exponentials_against_long_double),
