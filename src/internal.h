@@ -42,6 +42,9 @@ struct mlp {
      * backward's gradients. Sized for batch_capacity samples. */
     size_t batch_capacity, batch;
     float *x_cache, *z_cache, *a_cache, *grad_a, *grad_z;
+    /* The inputs of the cached forward: x_cache, or during mlp_train_step
+     * (which needs them no longer than the call) the caller's own. */
+    const float *x_in;
     mlp_work kernel_work; /* packing space for the layer products */
     bool forward_pending;
     bool grads_pending; /* a backward since the last step or zero_grad */

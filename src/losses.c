@@ -78,31 +78,35 @@ static double ce_loss(const mlp_loss *self, size_t rows, size_t cols, const floa
  * sum, kept for rows of up to KEPT_EXPS outputs (else taken again, to the
  * same values) rather than e^(z_c - lse), one exp less per output. */
 #define KEPT_EXPS 64
-static double ce_logits(const mlp_loss *self, size_t rows, size_t cols, const float *z,
-                        const float *target, float *grad_z)
+MLP_VECTOR_CLONES static double ce_logits(const mlp_loss *self, size_t rows, size_t cols,
+                                          const float *z, const float *target, float *grad_z)
 {
     UNUSED(self);
     double sum = 0.0, kept[KEPT_EXPS];
+    size_t n_kept = cols < KEPT_EXPS ? cols : KEPT_EXPS;
     for (size_t r = 0; r < rows; r++) {
         const float *zr = z + r * cols, *tr = target + r * cols;
         double max = zr[0], exp_sum = 0.0, t_sum = 0.0;
         for (size_t c = 1; c < cols; c++) /* z is finite: no fmax (a call) */
             max = zr[c] > max ? zr[c] : max;
+        /* The loops without a sum vectorise; the sums keep their order. */
+        for (size_t c = 0; c < n_kept; c++)
+            kept[c] = mlp_exp_nonpositive(zr[c] - max);
         for (size_t c = 0; c < cols; c++) {
-            double e = mlp_exp_nonpositive(zr[c] - max);
-            if (c < KEPT_EXPS)
-                kept[c] = e;
-            exp_sum += e;
+            exp_sum += c < KEPT_EXPS ? kept[c] : mlp_exp_nonpositive(zr[c] - max);
             t_sum += tr[c];
         }
         double lse = max + log(exp_sum);
-        for (size_t c = 0; c < cols; c++) {
+        for (size_t c = 0; c < cols; c++)
             sum += tr[c] * (lse - zr[c]);
-            if (grad_z) {
-                double p = (c < KEPT_EXPS ? kept[c] : mlp_exp_nonpositive(zr[c] - max)) / exp_sum;
-                grad_z[r * cols + c] = (float)((p * t_sum - tr[c]) / (double)rows);
-            }
-        }
+        if (!grad_z)
+            continue;
+        float *gr = grad_z + r * cols;
+        for (size_t c = 0; c < n_kept; c++)
+            gr[c] = (float)((kept[c] / exp_sum * t_sum - tr[c]) / (double)rows);
+        for (size_t c = n_kept; c < cols; c++)
+            gr[c] = (float)((mlp_exp_nonpositive(zr[c] - max) / exp_sum * t_sum - tr[c]) /
+                            (double)rows);
     }
     return sum / (double)rows;
 }

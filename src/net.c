@@ -366,13 +366,18 @@ static float *cached_a(const mlp *net, const mlp_dense *d)
     return net->a_cache + net->batch * d->z_offset;
 }
 
-/* Copies x into the cache for backward and returns whether it is all
- * finite, checked as it is copied (the cache is scratch until a forward
- * succeeds); a few values inline, for tiny networks. */
-static MLP_ALWAYS_INLINE bool take_inputs(mlp *net, const float *x, size_t n)
+/* Returns whether x is all finite, and leaves net->x_in pointing at the
+ * inputs for backward: at x itself if copy is false (x outlives the
+ * backward: mlp_train_step), else at a copy in the cache, checked as it is
+ * copied (the cache is scratch until a forward succeeds); a few values
+ * are copied anyway, inline, for tiny networks. */
+static MLP_ALWAYS_INLINE bool take_inputs(mlp *net, const float *x, size_t n, bool copy)
 {
-    if (n > 8)
-        return copy_finite_wide(net->x_cache, x, n);
+    if (n > 8) {
+        net->x_in = copy ? net->x_cache : x;
+        return copy_finite_wide(copy ? net->x_cache : NULL, x, n);
+    }
+    net->x_in = net->x_cache;
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
@@ -385,9 +390,9 @@ static MLP_ALWAYS_INLINE bool take_inputs(mlp *net, const float *x, size_t n)
 /* The forward pass of mlp_forward into the training cache, without
  * arguments to check or state to set: the outputs are left in the last
  * layer's cached a. Without outputs, the output layer's activation is left
- * out (a loss fused with it needs only z). */
+ * out (a loss fused with it needs only z). copy_x as take_inputs's copy. */
 static MLP_ALWAYS_INLINE mlp_status run_forward(mlp *net, const mlp_dense *last, size_t batch,
-                                                const float *x, bool outputs)
+                                                const float *x, bool outputs, bool copy_x)
 {
     if (batch > net->batch_capacity) {
         /* Bad input is reported as such, before any allocation could fail;
@@ -398,7 +403,7 @@ static MLP_ALWAYS_INLINE mlp_status run_forward(mlp *net, const mlp_dense *last,
         if (st != MLP_OK)
             return st;
     }
-    if (!take_inputs(net, x, batch * net->inputs))
+    if (!take_inputs(net, x, batch * net->inputs, copy_x))
         return MLP_ERR_NONFINITE;
 
     net->batch = batch;
@@ -428,7 +433,7 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
     if (!x || !mlp_batch_ok(net, batch))
         return MLP_ERR_INVALID;
     const mlp_dense *last = &net->layers[net->n_layers - 1];
-    mlp_status st = run_forward(net, last, batch, x, true);
+    mlp_status st = run_forward(net, last, batch, x, true, true);
     if (st != MLP_OK)
         return st;
     if (y)
@@ -459,7 +464,7 @@ static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
     for (size_t l = net->n_layers; l-- > 0;) {
         const mlp_dense *d = &net->layers[l];
         const mlp_dense *prev = l > 0 ? &net->layers[l - 1] : NULL;
-        const float *in = prev ? cached_a(net, prev) : net->x_cache;
+        const float *in = prev ? cached_a(net, prev) : net->x_in;
         const float *prev_z = prev ? cached_z(net, prev) : NULL;
         /* spare (batch, fan_in) = dL/d(prev a), taken on through prev's
          * activation in place when it is a built-in one: by the tiny path,
@@ -622,7 +627,7 @@ mlp_status mlp_train_step(mlp *net, size_t batch, const float *x, const mlp_loss
     bool outputs =
         !(mlp_loss_fused(loss, out_act) && (out_act == &mlp_softmax || out_act == &mlp_sigmoid));
     double value;
-    mlp_status st = run_forward(net, last, batch, x, outputs);
+    mlp_status st = run_forward(net, last, batch, x, outputs, false);
     if (st == MLP_OK)
         st = output_gradient(net, last, loss, target, loss_out != NULL, &value);
     if (st != MLP_OK)

@@ -457,7 +457,7 @@ static MLP_ALWAYS_INLINE int sgd_net(mlp *net, float lr, float wd, float *old, b
         layer_sgd(d, net->params, x, dz, lr, wd, old, &sums, decay);
         mlp_next_dz(prev, 1, prev_z, x, &dz, &spare);
     }
-    layer_sgd(first, net->params, net->x_cache, dz, lr, wd, old, &sums, decay);
+    layer_sgd(first, net->params, net->x_in, dz, lr, wd, old, &sums, decay);
 #ifdef __SSE2__
     sums.s += sum_lanes(sums.v);
 #endif
