@@ -78,36 +78,70 @@ static double ce_loss(const mlp_loss *self, size_t rows, size_t cols, const floa
  * sum, kept for rows of up to KEPT_EXPS outputs (else taken again, to the
  * same values) rather than e^(z_c - lse), one exp less per output. */
 #define KEPT_EXPS 64
-MLP_VECTOR_CLONES static double ce_logits(const mlp_loss *self, size_t rows, size_t cols,
-                                          const float *z, const float *target, float *grad_z)
+/* The loss is summed by chunks of rows, and the chunks' sums in order: at
+ * most CE_CHUNKS of them, a number that depends on rows alone, so the
+ * threads (which take whole chunks) leave the value as it is on one. From
+ * CE_PARALLEL outputs the chunks are shared among threads. */
+#define CE_CHUNKS 64
+#define CE_PARALLEL 512
+
+typedef struct ce_job {
+    size_t rows, cols, chunk;
+    const float *z, *target;
+    float *grad_z;
+    double *sums; /* one per chunk */
+} ce_job;
+
+/* Chunks [lo, lo + len) of ce_logits. */
+MLP_VECTOR_CLONES static int ce_chunks(void *ctx, size_t lo, size_t len)
+{
+    const ce_job *j = ctx;
+    size_t cols = j->cols, n_kept = cols < KEPT_EXPS ? cols : KEPT_EXPS;
+    double kept[KEPT_EXPS];
+    for (size_t k = lo; k < lo + len; k++) {
+        double sum = 0.0;
+        size_t r1 = (k + 1) * j->chunk < j->rows ? (k + 1) * j->chunk : j->rows;
+        for (size_t r = k * j->chunk; r < r1; r++) {
+            const float *zr = j->z + r * cols, *tr = j->target + r * cols;
+            double max = zr[0], exp_sum = 0.0, t_sum = 0.0;
+            for (size_t c = 1; c < cols; c++) /* z is finite: no fmax (a call) */
+                max = zr[c] > max ? zr[c] : max;
+            /* The loops without a sum vectorise; the sums keep their order. */
+            for (size_t c = 0; c < n_kept; c++)
+                kept[c] = mlp_exp_nonpositive(zr[c] - max);
+            for (size_t c = 0; c < cols; c++) {
+                exp_sum += c < KEPT_EXPS ? kept[c] : mlp_exp_nonpositive(zr[c] - max);
+                t_sum += tr[c];
+            }
+            double lse = max + log(exp_sum);
+            for (size_t c = 0; c < cols; c++)
+                sum += tr[c] * (lse - zr[c]);
+            if (!j->grad_z)
+                continue;
+            float *gr = j->grad_z + r * cols;
+            double rows = (double)j->rows;
+            for (size_t c = 0; c < n_kept; c++)
+                gr[c] = (float)((kept[c] / exp_sum * t_sum - tr[c]) / rows);
+            for (size_t c = n_kept; c < cols; c++)
+                gr[c] =
+                    (float)((mlp_exp_nonpositive(zr[c] - max) / exp_sum * t_sum - tr[c]) / rows);
+        }
+        j->sums[k] = sum;
+    }
+    return 0;
+}
+
+static double ce_logits(const mlp_loss *self, size_t rows, size_t cols, const float *z,
+                        const float *target, float *grad_z)
 {
     UNUSED(self);
-    double sum = 0.0, kept[KEPT_EXPS];
-    size_t n_kept = cols < KEPT_EXPS ? cols : KEPT_EXPS;
-    for (size_t r = 0; r < rows; r++) {
-        const float *zr = z + r * cols, *tr = target + r * cols;
-        double max = zr[0], exp_sum = 0.0, t_sum = 0.0;
-        for (size_t c = 1; c < cols; c++) /* z is finite: no fmax (a call) */
-            max = zr[c] > max ? zr[c] : max;
-        /* The loops without a sum vectorise; the sums keep their order. */
-        for (size_t c = 0; c < n_kept; c++)
-            kept[c] = mlp_exp_nonpositive(zr[c] - max);
-        for (size_t c = 0; c < cols; c++) {
-            exp_sum += c < KEPT_EXPS ? kept[c] : mlp_exp_nonpositive(zr[c] - max);
-            t_sum += tr[c];
-        }
-        double lse = max + log(exp_sum);
-        for (size_t c = 0; c < cols; c++)
-            sum += tr[c] * (lse - zr[c]);
-        if (!grad_z)
-            continue;
-        float *gr = grad_z + r * cols;
-        for (size_t c = 0; c < n_kept; c++)
-            gr[c] = (float)((kept[c] / exp_sum * t_sum - tr[c]) / (double)rows);
-        for (size_t c = n_kept; c < cols; c++)
-            gr[c] = (float)((mlp_exp_nonpositive(zr[c] - max) / exp_sum * t_sum - tr[c]) /
-                            (double)rows);
-    }
+    double sums[CE_CHUNKS];
+    size_t chunk = (rows + CE_CHUNKS - 1) / CE_CHUNKS, n = (rows + chunk - 1) / chunk;
+    ce_job job = {rows, cols, chunk, z, target, grad_z, sums};
+    mlp_split(n, rows * cols >= CE_PARALLEL ? 2 : SIZE_MAX, ce_chunks, &job);
+    double sum = 0.0;
+    for (size_t k = 0; k < n; k++)
+        sum += sums[k];
     return sum / (double)rows;
 }
 

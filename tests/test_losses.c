@@ -357,6 +357,40 @@ static void test_cross_entropy_fused_gradient_precise(void **state)
     mlp_free(net);
 }
 
+/* Batches taller than the cross-entropy's 64 chunks of rows (1000 rows:
+ * chunks of 16, the last of 8; 130: chunks of 3, the last of 1), shared
+ * among threads where there are some: the value is the mean of the rows'
+ * losses and every gradient is (p - t) / rows, against long double. */
+static void test_cross_entropy_fused_many_rows(void **state)
+{
+    (void)state;
+    static const size_t heights[] = {1000, 130, 7};
+    enum { COLS = 3, MOST = 1000 };
+    static float z[MOST * COLS], t[MOST * COLS], grad[MOST * COLS];
+    uint64_t seed = 5;
+    for (size_t h = 0; h < sizeof heights / sizeof heights[0]; h++) {
+        size_t rows = heights[h];
+        test_fill(&seed, z, rows * COLS, -8.0f, 8.0f);
+        memset(t, 0, sizeof t);
+        for (size_t r = 0; r < rows; r++)
+            t[r * COLS + r % COLS] = 1.0f;
+        double value = mlp_cross_entropy.loss_logits(&mlp_cross_entropy, rows, COLS, z, t, grad);
+        long double sum = 0.0L;
+        for (size_t r = 0; r < rows; r++) {
+            const float *zr = z + r * COLS;
+            long double e[COLS], e_sum = 0.0L;
+            for (size_t c = 0; c < COLS; c++)
+                e_sum += e[c] = expl((long double)zr[c]);
+            for (size_t c = 0; c < COLS; c++) {
+                long double p = e[c] / e_sum, want = (p - t[r * COLS + c]) / (long double)rows;
+                sum -= t[r * COLS + c] * logl(p);
+                assert_close(grad[r * COLS + c], (double)want, 2e-7 * fabsl(want) + 1e-15);
+            }
+        }
+        assert_close(value, (double)(sum / (long double)rows), 1e-12 * (double)(sum / rows));
+    }
+}
+
 /* The fused BCE sums in double too: one logit of 1e8 against target 0
  * (loss 1e8) and 2^20 logits of -4.6 (loss ~0.01 each). */
 static void test_bce_fused_accumulates_in_double(void **state)
@@ -425,6 +459,7 @@ int main(void)
         cmocka_unit_test(test_backward_reports_batch_mean_loss),
         cmocka_unit_test(test_cross_entropy_fused_handles_unnormalised_targets),
         cmocka_unit_test(test_cross_entropy_fused_wide_rows),
+        cmocka_unit_test(test_cross_entropy_fused_many_rows),
         cmocka_unit_test(test_cross_entropy_fused_gradient_precise),
         cmocka_unit_test(test_bce_fused_accumulates_in_double),
         cmocka_unit_test(test_backward_accumulates_until_step),
