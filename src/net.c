@@ -484,13 +484,17 @@ static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
             }
             const mlp_dense_step step = {w, net->params + d->b_offset,
                                          sgd ? *sgd : (mlp_sgd_rule){0}};
+            bool fused = sgd && batch > 1 && mlp_dense_step_fuses(d->fan_in);
             if (sgd && batch == 1) /* no gradients stored at all */
                 bad |= mlp_sgd_outer(d->units, d->fan_in, w, dz, in, dest + d->w_offset, sgd->lr,
                                      sgd->wd);
             else
-                bad |=
-                    mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
-                                          dest + d->b_offset, sgd ? &step : NULL, net->kernel_work);
+                bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
+                                             dest + d->b_offset, fused ? &step : NULL,
+                                             net->kernel_work);
+            if (sgd && batch > 1 && !fused) /* W and b are one span */
+                bad |= mlp_sgd_span(d->units * (d->fan_in + 1), w, dest + d->w_offset, sgd->lr,
+                                    sgd->wd);
         }
         if (!prev)
             break;

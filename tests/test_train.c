@@ -32,7 +32,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-enum { MAX_LAYERS = 4, MAX_BATCH = 64, MAX_INPUTS = 300, MAX_OUTPUTS = 10, STEPS = 20 };
+enum { MAX_LAYERS = 4, MAX_BATCH = 64, MAX_INPUTS = 1024, MAX_OUTPUTS = 10, STEPS = 20 };
 
 #define SENTINEL_LOSS 12345.0f
 
@@ -283,6 +283,24 @@ static void test_train_step_is_bit_identical_to_the_three_calls(void **state)
                 assert_true(
                     train_three_ways(&specs[n], batches[b], &opts[o], 1, STEPS, 100 + 10 * n + b));
             }
+}
+
+/* Layers whose rows of W are 4 KiB long (1024 inputs) take their batch
+ * step in a pass of their own rather than in the weight gradient's epilogue
+ * (kernels.h, mlp_dense_step_fuses): the first layer, then the second. */
+static void test_train_step_with_4_kib_rows_is_bit_identical_to_the_three_calls(void **state)
+{
+    (void)state;
+    static const net_spec wide[] = {
+        {1024, 2, {{4, &mlp_relu}, {2, &mlp_softmax}}, &mlp_cross_entropy},
+        {4, 3, {{1024, &mlp_relu}, {2, &mlp_tanh}, {2, &mlp_softmax}}, &mlp_cross_entropy},
+    };
+    mlp_optimizer sgd = optimizer(MLP_OPT_SGD, 0.05), decay = sgd;
+    decay.weight_decay = 0.01;
+    for (size_t n = 0; n < 2; n++) {
+        assert_true(train_three_ways(&wide[n], 3, &sgd, 1, 3, 7 + n));
+        assert_true(train_three_ways(&wide[n], MAX_BATCH, &decay, 1, 3, 9 + n));
+    }
 }
 
 /* The fused path records its plain-SGD steps as mlp_step does: a kind
@@ -988,6 +1006,7 @@ int main(void)
     bce_copy.name = "bce_copy";
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_step_is_bit_identical_to_the_three_calls),
+        cmocka_unit_test(test_train_step_with_4_kib_rows_is_bit_identical_to_the_three_calls),
         cmocka_unit_test(test_switching_optimizer_kinds_matches_the_three_calls),
         cmocka_unit_test(test_fused_step_changes_every_layer_and_lowers_the_loss),
         cmocka_unit_test(test_step_with_parameters_summing_past_float_is_taken),
