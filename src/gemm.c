@@ -386,7 +386,7 @@ void KERNEL_NAME(mlp_gemm)(size_t m, size_t n, size_t k, const mlp_matrix *a, co
 #ifdef SGD_TILE
                     if (finish->sgd && rows == MR && cols == NR) {
                         float *w = finish->out + (i0 + i) * finish->ld + col0 + j;
-                        if (sgd_tile(tile, ldc, w, finish->ld, finish->sgd))
+                        if (sgd_tile(tile, ldc, w, finish->ld, finish->sgd) && finish->nonfinite)
                             *finish->nonfinite = 1;
                         continue;
                     }

@@ -19,9 +19,11 @@
  * would cost more than it saves. */
 #define DIRECT_MADDS 4096
 /* From this many multiply-adds a product is shared among threads (with
- * OpenMP), if each element of it takes at least PARALLEL_DEPTH of them:
- * below, waking the threads costs more than they save (a 10-unit output
- * layer's dL/dx, 64 x 128 x 10, takes 1.0 us on one thread, 1.9 on two). */
+ * OpenMP), if each element of it takes at least PARALLEL_DEPTH of them or
+ * the product is 16 times as large: a shallow product is mostly writing
+ * its result, and waking the threads costs more than they save (a 10-unit
+ * output layer's dL/dx, 64 x 128 x 10, takes 1.0 us on one thread, 1.9 on
+ * two). */
 #define PARALLEL_MADDS (1u << 16)
 #define PARALLEL_DEPTH 16
 /* Threads split C by blocks of this many columns, a multiple of every tile
@@ -151,8 +153,9 @@ static void gemm(size_t m, size_t n, size_t k, const mlp_matrix *a, const mlp_ma
      * first threads). */
     size_t blocks = (n + COLUMN_BLOCK - 1) / COLUMN_BLOCK, whole = threads ? blocks / threads : 0;
     int by_rows = m >= threads * ROW_BLOCK;
-    if (threads > 1 && m * n * k >= PARALLEL_MADDS && k >= PARALLEL_DEPTH &&
-        (whole > 0 || by_rows)) {
+    size_t madds = m * n * k;
+    if (threads > 1 && madds >= PARALLEL_MADDS &&
+        (k >= PARALLEL_DEPTH || madds >= 16 * PARALLEL_MADDS) && (whole > 0 || by_rows)) {
         size_t width = whole * COLUMN_BLOCK, rest = threads * width < n ? threads * width : n;
         size_t height = (m / ROW_BLOCK + threads - 1) / threads * ROW_BLOCK;
         int bad = 0;

@@ -75,8 +75,8 @@ typedef struct mlp_sgd_rule {
  * out, and each of them takes a step, w = mlp_sgd(w, C): out gets the new
  * weights, C the old ones (to put back if the step fails), and nonfinite
  * reports on the new weights. The weights are then stepped while their
- * gradients are in registers and on the thread that computed them, instead
- * of in a pass of their own over memory. */
+ * gradients are in L1, just stored by the micro-kernel, and on the thread
+ * that computed them, instead of in a pass of their own over memory. */
 typedef struct mlp_epilogue {
     mlp_fused kind;
     int backward;

@@ -135,6 +135,10 @@ static double ce_logits(const mlp_loss *self, size_t rows, size_t cols, const fl
                         const float *target, float *grad_z)
 {
     UNUSED(self);
+    if (rows == 0) /* the mean of nothing, as the other losses have it */
+        return NAN;
+    if (cols == 0)
+        return 0.0;
     double sums[CE_CHUNKS];
     size_t chunk = (rows + CE_CHUNKS - 1) / CE_CHUNKS, n = (rows + chunk - 1) / chunk;
     ce_job job = {rows, cols, chunk, z, target, grad_z, sums};

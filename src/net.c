@@ -366,14 +366,27 @@ static float *cached_a(const mlp *net, const mlp_dense *d)
     return net->a_cache + net->batch * d->z_offset;
 }
 
+/* Whether n floats at x share memory with the n_params at p. Compared as
+ * addresses: x may point anywhere, and < between pointers into different
+ * arrays is undefined. */
+static bool overlaps(const float *x, size_t n, const float *p, size_t n_params)
+{
+    uintptr_t a = (uintptr_t)x, b = (uintptr_t)p;
+    return a < b + n_params * sizeof(float) && b < a + n * sizeof(float);
+}
+
 /* Returns whether x is all finite, and leaves net->x_in pointing at the
  * inputs for backward: at x itself if copy is false (x outlives the
  * backward: mlp_train_step), else at a copy in the cache, checked as it is
  * copied (the cache is scratch until a forward succeeds); a few values
- * are copied anyway, inline, for tiny networks. */
+ * are copied anyway, inline, for tiny networks. x is copied also where it
+ * lies in the parameters or the gradients (mlp_params, mlp_grads), which
+ * the step changes before the first layer's backward reads x. */
 static MLP_ALWAYS_INLINE bool take_inputs(mlp *net, const float *x, size_t n, bool copy)
 {
     if (n > 8) {
+        copy = copy || overlaps(x, n, net->params, net->n_params) ||
+               overlaps(x, n, net->grads, net->n_params);
         net->x_in = copy ? net->x_cache : x;
         return copy_finite_wide(copy ? net->x_cache : NULL, x, n);
     }
@@ -450,7 +463,9 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
  * grad_a take turns holding each layer's dL/dz.
  * With sgd (mlp_train_step; dest is grads_scratch), each layer's
  * parameters take a plain-SGD step as soon as their gradients are known
- * (in a batch's product, tile by tile as they are computed), after dL/dx,
+ * (in a batch's weight-gradient product, tile by tile as they are
+ * computed, unless kernels.h's mlp_dense_step_fuses says otherwise: then in
+ * a pass right after it), after dL/dx,
  * which needs the weights before the step. The old values take the gradients' place in
  * grads_scratch (for a large layer at batch 1 the gradients are never
  * stored), net->grads is not touched, and the return value reports NaN or

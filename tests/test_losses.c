@@ -391,6 +391,16 @@ static void test_cross_entropy_fused_many_rows(void **state)
     }
 }
 
+/* Direct calls with no rows (the mean of nothing: NaN, as the other
+ * losses give) or no outputs (0), reading nothing. */
+static void test_cross_entropy_fused_empty_batch(void **state)
+{
+    (void)state;
+    assert_true(isnan(mlp_cross_entropy.loss_logits(&mlp_cross_entropy, 0, 10, NULL, NULL, NULL)));
+    assert_true(isnan(mlp_mse.loss(&mlp_mse, 0, 10, NULL, NULL, NULL)));
+    assert_true(mlp_cross_entropy.loss_logits(&mlp_cross_entropy, 3, 0, NULL, NULL, NULL) == 0.0);
+}
+
 /* The fused BCE sums in double too: one logit of 1e8 against target 0
  * (loss 1e8) and 2^20 logits of -4.6 (loss ~0.01 each). */
 static void test_bce_fused_accumulates_in_double(void **state)
@@ -460,6 +470,7 @@ int main(void)
         cmocka_unit_test(test_cross_entropy_fused_handles_unnormalised_targets),
         cmocka_unit_test(test_cross_entropy_fused_wide_rows),
         cmocka_unit_test(test_cross_entropy_fused_many_rows),
+        cmocka_unit_test(test_cross_entropy_fused_empty_batch),
         cmocka_unit_test(test_cross_entropy_fused_gradient_precise),
         cmocka_unit_test(test_bce_fused_accumulates_in_double),
         cmocka_unit_test(test_backward_accumulates_until_step),

@@ -303,6 +303,72 @@ static void test_train_step_with_4_kib_rows_is_bit_identical_to_the_three_calls(
     }
 }
 
+/* mlp_train_step reads a batch's inputs after it has stepped the later
+ * layers: inputs that lie in the network's own parameters or gradients
+ * (through mlp_params or mlp_grads; Adam's backward writes the gradients)
+ * are copied first, so the step is still the three calls'. */
+static void test_inputs_inside_the_network_train_as_the_three_calls(void **state)
+{
+    (void)state;
+    const net_spec *spec = &specs[9]; /* 100-64-64-10: the second layer's W from 6464 */
+    const mlp_optimizer opts[2] = {optimizer(MLP_OPT_SGD, 0.05), optimizer(MLP_OPT_ADAM, 0.01)};
+    float t[2 * 10] = {0};
+    t[3] = t[10 + 7] = 1.0f;
+    for (int in_grads = 0; in_grads < 2; in_grads++)
+        for (size_t o = 0; o < 2; o++) {
+            mlp *a = create_net(spec, 4, NULL), *b = create_net(spec, 4, NULL);
+            for (int s = 0; s < 3; s++) {
+                float *xa = (in_grads ? mlp_grads(a, NULL) : mlp_params(a, NULL)) + 6464;
+                float *xb = (in_grads ? mlp_grads(b, NULL) : mlp_params(b, NULL)) + 6464;
+                assert_int_equal(mlp_train_step(a, 2, xa, spec->loss, t, &opts[o], NULL), MLP_OK);
+                three_calls(b, 2, xb, spec->loss, t, &opts[o], NULL);
+                assert_same_state(a, b);
+            }
+            mlp_free(a);
+            mlp_free(b);
+        }
+}
+
+/* A batch through the packed products, whose SGD step runs in the weight
+ * gradient's epilogue: a step that overflows one weight, in a full tile
+ * (input 0) or in an edge tile (input 99 of 100), is refused with nothing
+ * changed, and training goes on as on a twin that never saw it. The
+ * weight is 1e38 on an input held at 0 (no effect on forward, gradient
+ * 0); weight decay 10 overflows its update alone. */
+static void test_overflowing_step_in_the_products_epilogue_changes_nothing(void **state)
+{
+    (void)state;
+    const net_spec *spec = &specs[9]; /* 100-64-64-10 */
+    enum { B = 64 };
+    static float x[B * 100], t[B * 10];
+    mlp_optimizer sgd = optimizer(MLP_OPT_SGD, 0.05), decay = sgd;
+    decay.weight_decay = 10.0;
+    static const size_t inputs[] = {0, 99};
+    for (size_t k = 0; k < 2; k++) {
+        mlp *net = create_net(spec, 8, NULL), *twin = create_net(spec, 8, NULL);
+        mlp_params(net, NULL)[inputs[k]] = mlp_params(twin, NULL)[inputs[k]] = 1e38f;
+        uint64_t rng = 3;
+        for (int s = 0; s < 4; s++) {
+            make_batch(spec, B, &rng, x, t);
+            for (size_t r = 0; r < B; r++)
+                x[r * 100 + inputs[k]] = 0.0f;
+            if (s == 2) {
+                net_state before;
+                take_state(net, &before);
+                assert_int_equal(mlp_train_step(net, B, x, spec->loss, t, &decay, NULL),
+                                 MLP_ERR_NONFINITE);
+                assert_state_is(net, &before);
+                free_state(&before);
+            }
+            assert_int_equal(mlp_train_step(net, B, x, spec->loss, t, &sgd, NULL), MLP_OK);
+            assert_int_equal(mlp_train_step(twin, B, x, spec->loss, t, &sgd, NULL), MLP_OK);
+            assert_same_state(net, twin);
+        }
+        mlp_free(net);
+        mlp_free(twin);
+    }
+}
+
 /* The fused path records its plain-SGD steps as mlp_step does: a kind
  * taken up again after SGD starts from fresh moments, and Adam's step
  * count restarts. */
@@ -1007,6 +1073,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_step_is_bit_identical_to_the_three_calls),
         cmocka_unit_test(test_train_step_with_4_kib_rows_is_bit_identical_to_the_three_calls),
+        cmocka_unit_test(test_inputs_inside_the_network_train_as_the_three_calls),
+        cmocka_unit_test(test_overflowing_step_in_the_products_epilogue_changes_nothing),
         cmocka_unit_test(test_switching_optimizer_kinds_matches_the_three_calls),
         cmocka_unit_test(test_fused_step_changes_every_layer_and_lowers_the_loss),
         cmocka_unit_test(test_step_with_parameters_summing_past_float_is_taken),
