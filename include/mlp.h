@@ -400,10 +400,12 @@ MLP_API mlp_status mlp_step(mlp *net, const mlp_optimizer *opt);
  * parameters, gradients, optimizer state and *loss_out are untouched, and
  * no forward is pending. With plain SGD (no clip_norm) it is faster than
  * the three calls: each layer's parameters take their step as soon as
- * their gradients are known, in one pass (at batch 1, for layers of more
- * than 4096 weights, straight from dz and x), and one sample through
- * layers of at most 4096
+ * their gradients are known (for a batch, in the product that computes
+ * them, block by block; at batch 1, for layers of more than 4096 weights,
+ * straight from dz and x), and one sample through layers of at most 4096
  * weights each goes forward, backward and steps without a call per layer.
+ * x is read during the call only, not copied (unless it lies in the
+ * network's own parameters or gradients).
  * Where the loss is fused with a softmax or sigmoid output, that
  * activation is not computed (nothing reads it).
  * It does not combine with gradients accumulated by mlp_backward: call
