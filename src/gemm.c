@@ -161,10 +161,22 @@ static void pack_b(size_t kc, size_t nc, const float *b, size_t rs, size_t cs, f
         } else {
             size_t p0 = 0;
 #ifdef TRANSPOSE_BLOCK
-            if (cols == NR && rs == 1)
-                for (; p0 + TRANSPOSE_BLOCK <= kc; p0 += TRANSPOSE_BLOCK)
+            /* Across the panel's rows first; with rows a multiple of 4 KiB
+             * apart (1024 floats), down a block of rows first: all rows
+             * then fall in the same L1 sets, and the lines prefetched after
+             * the ones read are lost unless they are read next (a forward
+             * product of 16 x 1024 x 1024: 294 -> 245 us; for other
+             * strides the other order is 2-4% faster). */
+            size_t end = cols == NR && rs == 1 ? kc / TRANSPOSE_BLOCK * TRANSPOSE_BLOCK : 0;
+            if (cs % 1024 == 0)
+                for (size_t j = 0; j < NR; j += TRANSPOSE_BLOCK)
+                    for (p0 = 0; p0 < end; p0 += TRANSPOSE_BLOCK)
+                        transpose_block(b + p0 + (j0 + j) * cs, cs, dst + p0 * NR + j, NR);
+            else
+                for (p0 = 0; p0 < end; p0 += TRANSPOSE_BLOCK)
                     for (size_t j = 0; j < NR; j += TRANSPOSE_BLOCK)
                         transpose_block(b + p0 + (j0 + j) * cs, cs, dst + p0 * NR + j, NR);
+            p0 = end;
 #endif
             for (size_t j = 0; j < cols; j++)
                 for (size_t p = p0; p < kc; p++)
