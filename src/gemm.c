@@ -147,7 +147,20 @@ static void pack_a(size_t mc, size_t kc, const float *a, size_t rs, size_t cs, f
  * stride. */
 static void pack_b(size_t kc, size_t nc, const float *b, size_t rs, size_t cs, float *dst)
 {
-    for (size_t j0 = 0; j0 < nc; j0 += NR, dst += NR * kc) {
+    size_t j0 = 0;
+    if (cs == 1 && rs % 1024 == 0) {
+        /* Rows 4 KiB apart share their L1 sets: a panel's 128 bytes from
+         * each row leave the next lines, fetched with them, to be evicted
+         * before the next panel reads them. Four panels at a time read 512
+         * bytes of each row. */
+        enum { GROUP = 4 };
+        for (; j0 + GROUP * NR <= nc; j0 += GROUP * NR, dst += GROUP * NR * kc)
+            for (size_t p = 0; p < kc; p++)
+                for (size_t q = 0; q < GROUP; q++)
+                    for (size_t j = 0; j < NR; j++)
+                        dst[q * NR * kc + p * NR + j] = b[p * rs + j0 + q * NR + j];
+    }
+    for (; j0 < nc; j0 += NR, dst += NR * kc) {
         size_t cols = nc - j0 < NR ? nc - j0 : NR;
         if (cols < NR)
             memset(dst, 0, NR * kc * sizeof(float));

@@ -69,15 +69,15 @@ static void check_gemm(const kernel_version *v, size_t m, size_t n, size_t k, in
 }
 
 /* Sizes around the register tiles (4/6/8 rows, 8/16/32 columns) and the
- * cache blocks (KC = 256 deep, MC = 8 tiles tall), and a depth of 1024
- * (a transposed B's columns 4 KiB apart, packed in another order), in
- * every layout, adding to C and overwriting it. */
+ * cache blocks (KC = 256 deep, MC = 8 tiles tall), and B's rows or
+ * columns 4 KiB apart (1024 floats: packed in another order), in every
+ * layout, adding to C and overwriting it. */
 static void test_gemm_matches_reference_for_every_version(void **state)
 {
     (void)state;
-    const size_t shapes[][3] = {{1, 1, 1},     {7, 13, 5},    {8, 32, 256},
-                                {9, 33, 257},  {64, 10, 128}, {65, 100, 300},
-                                {70, 40, 520}, {3, 200, 2},   {9, 70, 1024}};
+    const size_t shapes[][3] = {{1, 1, 1},     {7, 13, 5},     {8, 32, 256},  {9, 33, 257},
+                                {64, 10, 128}, {65, 100, 300}, {70, 40, 520}, {3, 200, 2},
+                                {9, 70, 1024}, {3, 1024, 20}};
     int ran = 0;
     for (size_t v = 0; v < sizeof versions / sizeof versions[0]; v++) {
         if (!runnable(&versions[v]))
