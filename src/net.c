@@ -464,13 +464,13 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
  * With sgd (mlp_train_step; dest is grads_scratch), each layer's
  * parameters take a plain-SGD step as soon as their gradients are known
  * (in a batch's weight-gradient product, tile by tile as they are
- * computed, unless kernels.h's mlp_dense_step_fuses says otherwise: then in
- * a pass right after it), after dL/dx,
- * which needs the weights before the step. The old values take the gradients' place in
- * grads_scratch (for a large layer at batch 1 the gradients are never
- * stored), net->grads is not touched, and the return value reports NaN or
- * Inf among the new parameters; every layer is processed anyway, so the
- * caller can put all the old values back. */
+ * computed, unless kernels.h's mlp_dense_step_fuses says otherwise: then
+ * in a pass right after it), after dL/dx, which needs the weights before
+ * the step. The old values take the gradients' place in grads_scratch
+ * (for a large layer at batch 1 the gradients are never stored),
+ * net->grads is not touched, and the return value reports NaN or Inf
+ * among the new parameters; every layer is processed anyway, so the caller
+ * can put all the old values back. */
 static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
 {
     size_t batch = net->batch;
