@@ -185,23 +185,14 @@ typedef struct mlp_dense_step {
     mlp_sgd_rule rule;
 } mlp_dense_step;
 
-/* Whether mlp_dense_grad_params should take a step (below) for a layer of
- * `in` inputs, rather than leave it to a pass of its own: not when the
- * rows of W are a multiple of 4 KiB apart. The epilogue then reads and
- * writes 8 rows of W and 8 of dW that all fall in the same few sets of the
- * L1 cache (and alias in their low 12 bits): a 1024 x 1024 layer's dW and
- * step at batch 16 took 1250 us fused against 320 as product and pass. */
-static inline int mlp_dense_step_fuses(size_t in)
-{
-    return in % 1024 != 0;
-}
-
 /* dW = dz^T x, db = column sums of dz (both overwritten); returns nonzero
  * if either holds a NaN or Inf (checked as they are computed).
  * With step (else NULL), the weights and biases then take a step on them,
- * w = mlp_sgd(w, dW) (dW tile by tile, as soon as it is computed): dW and
- * db are left holding the old values, and the return value reports NaN or
- * Inf among the new ones (any among the gradients makes one there).
+ * w = mlp_sgd(w, dW) (for a batch, dW tile by tile as soon as it is
+ * computed, unless W's rows are a multiple of 4 KiB long; on all OpenMP
+ * threads): dW and db are left holding the old values, and the return
+ * value reports NaN or Inf among the new ones (any among the gradients
+ * makes one there).
  * dz: (rows, out), x: (rows, in), dW: (out, in), db: (out). */
 int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, const float *x,
                           float *dw, float *db, const mlp_dense_step *step, mlp_work work);

@@ -463,10 +463,9 @@ mlp_status mlp_forward(mlp *net, size_t batch, const float *x, float *y)
  * grad_a take turns holding each layer's dL/dz.
  * With sgd (mlp_train_step; dest is grads_scratch), each layer's
  * parameters take a plain-SGD step as soon as their gradients are known
- * (in a batch's weight-gradient product, tile by tile as they are
- * computed, unless kernels.h's mlp_dense_step_fuses says otherwise: then
- * in a pass right after it), after dL/dx, which needs the weights before
- * the step. The old values take the gradients' place in grads_scratch
+ * (mlp_dense_grad_params: for most layers, in the product, tile by tile
+ * as they are computed), after dL/dx, which needs the weights before the
+ * step. The old values take the gradients' place in grads_scratch
  * (for a large layer at batch 1 the gradients are never stored),
  * net->grads is not touched, and the return value reports NaN or Inf
  * among the new parameters; every layer is processed anyway, so the caller
@@ -499,17 +498,13 @@ static int backprop(mlp *net, float *dest, const mlp_sgd_rule *sgd)
             }
             const mlp_dense_step step = {w, net->params + d->b_offset,
                                          sgd ? *sgd : (mlp_sgd_rule){0}};
-            bool fused = sgd && batch > 1 && mlp_dense_step_fuses(d->fan_in);
             if (sgd && batch == 1) /* no gradients stored at all */
                 bad |= mlp_sgd_outer(d->units, d->fan_in, w, dz, in, dest + d->w_offset, sgd->lr,
                                      sgd->wd);
             else
-                bad |= mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
-                                             dest + d->b_offset, fused ? &step : NULL,
-                                             net->kernel_work);
-            if (sgd && batch > 1 && !fused) /* W and b are one span */
-                bad |= mlp_sgd_span(d->units * (d->fan_in + 1), w, dest + d->w_offset, sgd->lr,
-                                    sgd->wd);
+                bad |=
+                    mlp_dense_grad_params(batch, d->fan_in, d->units, dz, in, dest + d->w_offset,
+                                          dest + d->b_offset, sgd ? &step : NULL, net->kernel_work);
         }
         if (!prev)
             break;

@@ -287,7 +287,7 @@ static void test_train_step_is_bit_identical_to_the_three_calls(void **state)
 
 /* Layers whose rows of W are 4 KiB long (1024 inputs) take their batch
  * step in a pass of their own rather than in the weight gradient's epilogue
- * (kernels.h, mlp_dense_step_fuses): the first layer, then the second. */
+ * (kernels.c, step_fuses): the first layer, then the second. */
 static void test_train_step_with_4_kib_rows_is_bit_identical_to_the_three_calls(void **state)
 {
     (void)state;
