@@ -263,14 +263,9 @@ int mlp_dense_grad_params(size_t rows, size_t in, size_t out, const float *dz, c
             /* dW checked, or the weights stepped, tile by tile on the
              * thread that computed it. */
             const mlp_dense_step *fused = step && step_fuses(in) ? step : NULL;
-            const mlp_epilogue finish = {MLP_FUSED_NONE,
-                                         0,
-                                         fused ? fused->w : NULL,
-                                         NULL,
-                                         NULL,
-                                         in,
-                                         &bad,
-                                         fused ? &fused->rule : NULL};
+            float *w = fused ? fused->w : NULL;
+            const mlp_sgd_rule *rule = fused ? &fused->rule : NULL;
+            const mlp_epilogue finish = {MLP_FUSED_NONE, 0, w, NULL, NULL, in, &bad, rule};
             const mlp_matrix dzt = {dz, 1, out}, xm = {x, in, 1}; /* dz^T: (out, rows) */
             gemm(out, in, rows, &dzt, &xm, dw, in, 0, NULL, &finish, work);
             if (fused)
