@@ -186,7 +186,9 @@ static inline bool mlp_optimizer_ok(const mlp_optimizer *opt)
 }
 
 /* The number of a step of kind about to be taken: 1 for a new kind, at
- * most UINT64_MAX. */
+ * most UINT64_MAX (it saturates rather than wrap to 0: a loaded file may
+ * hold any count, and at such counts Adam's bias corrections are exactly 1
+ * anyway). */
 static inline uint64_t mlp_step_number(const mlp *net, mlp_optimizer_kind kind)
 {
     if ((int)kind != net->opt_kind)

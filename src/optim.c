@@ -382,9 +382,6 @@ static int step_all(mlp *net, const step_rule *rule, uint32_t keep)
     return 0;
 }
 
-/* The number of the step about to be taken with kind: 1 for a new kind.
- * Saturates rather than wrap to 0 (a loaded file may hold any count): at
- * such counts Adam's bias corrections are exactly 1 anyway. */
 mlp_status mlp_step(mlp *net, const mlp_optimizer *opt)
 {
     if (!net || !opt || !mlp_optimizer_ok(opt))
